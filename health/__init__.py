@@ -1,0 +1,1 @@
+"""Customer Health Intelligence: the engine (no Streamlit, no network, no warehouse)."""
