@@ -1,0 +1,215 @@
+"""From raw signal values to a score, a tier and an explanation — as Polars expressions.
+
+For every signal `s` the scored frame carries:
+
+* `s` — the raw value (days, ratio, count, ...), null when missing;
+* `s__score` — the 0..100 sub-score (after the missing-data policy);
+* `s__weight` — the signal's weight in the account's segment;
+* `s__contribution` — its share of the score: weights renormalise over the signals
+  present, so the contributions add up to `score` exactly;
+* `s__lost` — points the signal costs the account (weight share x (100 - sub-score)),
+  which ranks the drivers of a low score.
+
+Plus `health_segment`, `score`, `coverage` (share of the segment's weight that had
+data), `tier_by_score`, `rule` (the override that fired, if any), `rule_reason`, `tier`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import reduce
+from typing import Mapping, Sequence
+
+import polars as pl
+
+from health.features import AS_OF, Frame, compute_features
+from health.model import INSUFFICIENT, HealthModel, Signal
+
+SUFFIXES = ("score", "weight", "contribution", "lost")
+
+
+def piecewise(x: pl.Expr, points: Sequence[tuple[float, float]]) -> pl.Expr:
+    """Piecewise-linear map through `points`, flat beyond the first and last point."""
+    (x0, y0), (xn, yn) = points[0], points[-1]
+    chain = pl.when(x <= x0).then(pl.lit(float(y0)))
+    for (xa, ya), (xb, yb) in zip(points, points[1:]):
+        slope = (yb - ya) / (xb - xa)
+        chain = chain.when(x <= xb).then(ya + (x - xa) * slope)
+    return pl.when(x.is_not_null()).then(chain.otherwise(pl.lit(float(yn))))
+
+
+def sub_score(name: str, sig: Signal) -> pl.Expr:
+    raw = pl.col(name)
+    if sig.score == "percentile":
+        rank = raw.rank("average").over("health_segment", AS_OF)
+        n = raw.count().over("health_segment", AS_OF)
+        pct = pl.when(n > 1).then((rank - 1) / (n - 1) * 100).otherwise(50.0)
+        sub = pct if sig.direction == "higher_is_better" else 100 - pct
+        sub = pl.when(raw.is_not_null()).then(sub)
+        worst = 0.0
+    else:
+        sub = piecewise(raw, sig.score)
+        worst = float(min(p[1] for p in sig.score))
+    if sig.missing == "neutral":
+        sub = sub.fill_null(50.0)
+    elif sig.missing == "worst":
+        sub = sub.fill_null(worst)
+    return sub.cast(pl.Float64)
+
+
+def _by_segment(mapping: dict[str, float], default: float | None = 0.0) -> pl.Expr:
+    return pl.col("health_segment").replace_strict(
+        {k: float(v) for k, v in mapping.items()}, default=default, return_dtype=pl.Float64
+    )
+
+
+def segment_expr(model: HealthModel) -> pl.Expr:
+    default = next(name for name, seg in model.segments.items() if seg.when is None)
+    chain = None
+    for name, seg in model.segments.items():
+        if seg.when is None:
+            continue
+        cond = pl.sql_expr(seg.when).fill_null(False)
+        chain = pl.when(cond).then(pl.lit(name)) if chain is None else chain.when(cond).then(pl.lit(name))
+    if chain is None:
+        return pl.lit(default).alias("health_segment")
+    return chain.otherwise(pl.lit(default)).alias("health_segment")
+
+
+def score_features(features: pl.LazyFrame, model: HealthModel, signals: Sequence[str] | None = None) -> pl.LazyFrame:
+    """Weight, tier and override a features frame (see the module docstring)."""
+    names = list(signals) if signals is not None else list(model.signals)
+    lf = features.with_columns(segment_expr(model))
+    weights = {s: {seg: segdef.weights.get(s, 0.0) for seg, segdef in model.segments.items()} for s in names}
+
+    lf = lf.with_columns(
+        [sub_score(s, model.signals[s]).alias(f"{s}__score") for s in names]
+        + [_by_segment(weights[s]).alias(f"{s}__weight") for s in names]
+    )
+    present = {s: pl.when(pl.col(f"{s}__score").is_not_null()).then(pl.col(f"{s}__weight")).otherwise(0.0) for s in names}
+    total_present = pl.sum_horizontal(list(present.values())) if names else pl.lit(0.0)
+    total = pl.sum_horizontal([pl.col(f"{s}__weight") for s in names]) if names else pl.lit(0.0)
+    lf = lf.with_columns(
+        total_present.alias("_w_present"),
+        total.alias("_w_total"),
+    ).with_columns(
+        [
+            pl.when(pl.col("_w_present") > 0)
+            .then(present[s] * pl.col(f"{s}__score").fill_null(0.0) / pl.col("_w_present"))
+            .alias(f"{s}__contribution")
+            for s in names
+        ]
+        + [
+            pl.when(pl.col("_w_present") > 0)
+            .then(present[s] * (100.0 - pl.col(f"{s}__score").fill_null(100.0)) / pl.col("_w_present"))
+            .alias(f"{s}__lost")
+            for s in names
+        ]
+    )
+    lf = lf.with_columns(
+        pl.sum_horizontal([pl.col(f"{s}__contribution") for s in names]).alias("score")
+        if names
+        else pl.lit(None, pl.Float64).alias("score"),
+        pl.when(pl.col("_w_total") > 0).then(pl.col("_w_present") / pl.col("_w_total")).otherwise(0.0).alias("coverage"),
+    ).with_columns(pl.when(pl.col("_w_present") > 0).then(pl.col("score")).alias("score"))
+
+    at_risk = _by_segment({n: model.segment_tiers(n).at_risk for n in model.segments}, None)
+    watch = _by_segment({n: model.segment_tiers(n).watch for n in model.segments}, None)
+    by_score = (
+        pl.when(pl.col("score").is_null() | (pl.col("coverage") < model.min_coverage))
+        .then(pl.lit(INSUFFICIENT))
+        .when(pl.col("score") < at_risk)
+        .then(pl.lit("at_risk"))
+        .when(pl.col("score") < watch)
+        .then(pl.lit("watch"))
+        .otherwise(pl.lit("healthy"))
+    )
+    lf = lf.with_columns(by_score.alias("tier_by_score"))
+    lf = lf.with_columns(_rules(model))
+    lf = lf.with_columns(
+        pl.coalesce(pl.col("_rule_tier"), pl.col("tier_by_score")).alias("tier"),
+    )
+    return lf.drop("_w_present", "_w_total", "_rule_tier")
+
+
+def _rules(model: HealthModel) -> list[pl.Expr]:
+    if not model.rules:
+        return [
+            pl.lit(None, pl.String).alias("rule"),
+            pl.lit(None, pl.String).alias("rule_reason"),
+            pl.lit(None, pl.String).alias("_rule_tier"),
+        ]
+    conds = [pl.sql_expr(r.when).fill_null(False) for r in model.rules]
+
+    def first_match(values: list[str | None]) -> pl.Expr:
+        chain = reduce(
+            lambda acc, cv: acc.when(cv[0]).then(pl.lit(cv[1], pl.String)),
+            list(zip(conds, values))[1:],
+            pl.when(conds[0]).then(pl.lit(values[0], pl.String)),
+        )
+        return chain.otherwise(pl.lit(None, pl.String))
+
+    return [
+        first_match([r.name for r in model.rules]).alias("rule"),
+        first_match([r.reason or r.name for r in model.rules]).alias("rule_reason"),
+        first_match([r.tier for r in model.rules]).alias("_rule_tier"),
+    ]
+
+
+def score_lazy(
+    tables: Mapping[str, Frame],
+    model: HealthModel,
+    as_of: Sequence[dt.date],
+    signals: Sequence[str] | None = None,
+) -> pl.LazyFrame:
+    return score_features(compute_features(tables, model, as_of, signals), model, signals)
+
+
+def score(
+    tables: Mapping[str, Frame],
+    model: HealthModel,
+    as_of: dt.date,
+    signals: Sequence[str] | None = None,
+) -> pl.DataFrame:
+    """One row per account active at `as_of`: score, tier, segment, coverage, the rule
+    that fired, and per signal its raw value, sub-score, weight and contribution."""
+    return score_lazy(tables, model, [as_of], signals).collect()
+
+
+def weekly_dates(end: dt.date, weeks: int) -> list[dt.date]:
+    """`weeks` + 1 dates, a week apart, ending on `end` (so `weeks` weekly changes)."""
+    return [end - dt.timedelta(days=7 * k) for k in range(weeks, -1, -1)]
+
+
+def score_history(
+    tables: Mapping[str, Frame],
+    model: HealthModel,
+    end: dt.date,
+    weeks: int = 104,
+    signals: Sequence[str] | None = None,
+    streaming: bool = False,
+) -> pl.DataFrame:
+    """Scores as of every week over `weeks` weeks ending on `end`, in one vectorised pass."""
+    lf = score_lazy(tables, model, weekly_dates(end, weeks), signals)
+    return lf.collect(engine="streaming") if streaming else lf.collect()
+
+
+def default_as_of(tables: Mapping[str, Frame]) -> dt.date:
+    """The latest day the data knows about: the max of the usage / tickets time columns.
+
+    Scoring 'today' against data that stops last week would make every account look idle;
+    the data's own latest day is the honest 'now' (the freshness check reports the lag).
+    """
+    from health.schema import TABLES
+
+    latest: list[dt.date] = []
+    for name in ("usage", "tickets", "surveys", "touchpoints"):
+        frame = tables.get(name)
+        tcol = TABLES[name].time_column
+        if frame is None or tcol is None:
+            continue
+        value = pl.LazyFrame(frame) if isinstance(frame, pl.DataFrame) else frame
+        got = value.select(pl.col(tcol).max().cast(pl.Date)).collect().item()
+        if got is not None:
+            latest.append(got)
+    return max(latest) if latest else dt.date.today()
