@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from health.model_loader import ModelError
 from sources.base import SourceConfigError
 
 
@@ -30,6 +31,84 @@ def _cmd_sources_check(args: argparse.Namespace) -> int:
     return code
 
 
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from health.model_loader import ModelError, load_model
+
+    try:
+        loaded = load_model(args.file)
+    except ModelError as exc:
+        for issue in exc.issues:
+            print(issue)
+        errors = [i for i in exc.issues if i.severity == "error"]
+        print(f"{len(errors)} error(s) in {args.file}")
+        return 1
+    for warning in loaded.warnings:
+        print(warning)
+    model = loaded.model
+    print(
+        f"{args.file}: OK — {len(model.signals)} signals, {len(model.segments)} segments, "
+        f"{len(model.rules)} rules (model {loaded.hash})"
+    )
+    return 0
+
+
+def _load_for_scoring(args: argparse.Namespace):  # noqa: ANN202 - a tuple of engine objects
+    from health.model_loader import load_model
+    from sources.config import build_active_source
+
+    loaded = load_model(args.model)
+    result = build_active_source(Path(args.config), args.source).load()
+    for problem in result.errors:
+        print(problem, file=sys.stderr)
+    if "accounts" not in result.tables:
+        raise SourceConfigError(
+            f"source {result.source!r} has no usable accounts table; run `python -m health sources check`."
+        )
+    return loaded, result
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    import polars as pl
+
+    from health.scoring import default_as_of, score_history
+    from health.trajectory import summarize
+
+    loaded, result = _load_for_scoring(args)
+    as_of = dt.date.fromisoformat(args.as_of) if args.as_of else default_as_of(result.tables)
+    if args.history:
+        frame = score_history(result.tables, loaded.model, as_of, weeks=args.history)
+    else:
+        weeks = 12
+        history = score_history(result.tables, loaded.model, as_of, weeks=weeks)
+        frame = summarize(history, loaded.model, as_of).drop("spark")
+    frame = frame.with_columns(pl.lit(loaded.hash).alias("model_version"))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix == ".parquet":
+            frame.write_parquet(out)
+        elif out.suffix == ".csv":
+            frame.write_csv(out)
+        else:
+            raise SourceConfigError(f"--out must end in .csv or .parquet, got {out.name!r}")
+        print(f"wrote {frame.height} rows to {out}")
+    else:
+        cols = ["account_id", "as_of", "score", "tier", "health_segment", "coverage", "rule"]
+        if "drivers" in frame.columns:
+            cols.append("drivers")
+        with pl.Config(tbl_rows=20, tbl_width_chars=160, fmt_str_lengths=60):
+            print(frame.sort("score", nulls_last=True).select(cols).head(20))
+    tiers = frame.filter(pl.col("as_of") == as_of)["tier"].value_counts(sort=True)
+    print(
+        f"as of {as_of}: "
+        + ", ".join(f"{t} {n}" for t, n in tiers.iter_rows())
+        + f" (model {loaded.hash}, source {result.source})"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m health", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -47,6 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", default="config/sources.yaml")
     c.add_argument("--source", default=None, help="check this source instead of the active one")
     c.set_defaults(func=_cmd_sources_check)
+
+    p = sub.add_parser("validate", help="check a health model file; every problem at once")
+    p.add_argument("file", nargs="?", default="weights.yaml")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("score", help="score the active source (today, a past date, or weekly history)")
+    p.add_argument("--as-of", default=None, help="YYYY-MM-DD (default: the data's latest day)")
+    p.add_argument("--out", default=None, help="write to FILE.csv or FILE.parquet")
+    p.add_argument("--history", type=int, default=None, metavar="WEEKS", help="write weekly scores over WEEKS weeks")
+    p.add_argument("--model", default="weights.yaml")
+    p.add_argument("--config", default="config/sources.yaml")
+    p.add_argument("--source", default=None)
+    p.set_defaults(func=_cmd_score)
     return parser
 
 
@@ -55,5 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except SourceConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

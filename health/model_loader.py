@@ -251,6 +251,7 @@ def parse_model(text: str, file: str = "weights.yaml") -> LoadedModel:
     extra = scalars.get("extra_columns", {}) or {}
     _cross_check(col, data, signals, segments, rules, traj, extra)
 
+    col.issues.sort(key=lambda i: i.line or 0)
     errors = [i for i in col.issues if i.severity == "error"]
     if errors or tiers is None or traj is None:
         raise ModelError(col.issues)
