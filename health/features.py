@@ -369,9 +369,7 @@ def _state_features(
                     rows.select("account_id", hi.alias(T_IDX), pl.lit(-1, pl.Int64).alias("_d")),
                 ]
             ).filter(pl.col(T_IDX) < n).group_by("account_id", T_IDX).agg(pl.col("_d").sum())
-            dense = dense.join(events.rename({"_d": f"{col}_d"}), on=["account_id", T_IDX], how="left").sort(
-                KEY, T_IDX
-            )
+            dense = dense.join(events.rename({"_d": f"{col}_d"}), on=["account_id", T_IDX], how="left")
             outputs.append(pl.col(f"{col}_d").fill_null(0).cum_sum().over(KEY).cast(pl.Float64).alias(col))
         else:  # open_max_age, max_days_overdue: explode each record over the dates it is open
             start, end = OPEN_COLUMNS[tplan.table]
@@ -395,4 +393,5 @@ def _state_features(
             dense = dense.join(spans, on=["account_id", T_IDX], how="left")
             days = (pl.col(AS_OF) - pl.col(f"{col}_since")).dt.total_days().cast(pl.Float64)
             outputs.append(days.fill_null(0.0).alias(col))
-    return dense.select(KEY, T_IDX, *outputs)
+    # Running totals read rows in date order: sort once, after the last join.
+    return dense.sort(KEY, T_IDX).select(KEY, T_IDX, *outputs)
