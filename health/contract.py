@@ -29,7 +29,7 @@ import polars as pl
 from health.loading import LoadResult, Problem, Severity
 from health.schema import ACCOUNT_KEY, TABLES, Column, TableSpec
 
-__all__ = ["TableFormat", "validate", "did_you_mean", "NULL_TOKENS"]
+__all__ = ["TableFormat", "validate", "did_you_mean", "NULL_TOKENS", "STRING_NULL_TOKENS"]
 
 LINE = "_line"
 REASON = "_reason"
@@ -37,8 +37,11 @@ CONFIG_FILE = "config/sources.yaml"
 
 NULL_TOKENS: tuple[str, ...] = ("", "null", "na", "n/a", "#n/a", "-", "nan", "none")
 """Cell values (compared lower-cased, after stripping) that mean "no value" in a
-non-string column, an id column or an optional string column. Other required string
-columns only treat the empty string as missing (a segment called "NA" is kept)."""
+number, date or true/false column."""
+STRING_NULL_TOKENS: tuple[str, ...] = ("", "null", "n/a", "#n/a", "-")
+"""The same for id columns and optional string columns. "NA" is not one of them: it is
+a real value there (region "NA" = North America). Other required string columns only
+treat the empty string as missing (a segment called "N/A" is kept as written)."""
 
 NON_NEGATIVE: dict[str, tuple[str, ...]] = {
     "accounts": ("arr", "seats", "contract_months"),
@@ -140,12 +143,12 @@ def _is_id(column: str, spec: TableSpec) -> bool:
     return column in spec.key or column == ACCOUNT_KEY or column.endswith("_id")
 
 
-def _clean_str(expr: pl.Expr, null_tokens: bool) -> pl.Expr:
-    """Strip, then turn empty strings (and, if asked, null tokens) into nulls."""
+def _clean_str(expr: pl.Expr, tokens: tuple[str, ...]) -> pl.Expr:
+    """Strip, then turn empty strings and the given null tokens into nulls."""
     s = expr.cast(pl.String).str.strip_chars()
-    if null_tokens:
-        return pl.when(s.str.to_lowercase().is_in(NULL_TOKENS)).then(None).otherwise(s)
-    return pl.when(s == "").then(None).otherwise(s)
+    if tokens == ("",):
+        return pl.when(s == "").then(None).otherwise(s)
+    return pl.when(s.str.to_lowercase().is_in(tokens)).then(None).otherwise(s)
 
 
 # --------------------------------------------------------------------------- checks
@@ -602,8 +605,13 @@ def _validate_table(
     clean_exprs = []
     for c in present:
         if _is_string(schema[c.name]):
-            keep_tokens = c.dtype == pl.String and c.required and not _is_id(c.name, spec)
-            clean_exprs.append(_clean_str(pl.col(c.name), null_tokens=not keep_tokens).alias(_clean(c.name)))
+            if c.dtype != pl.String:
+                tokens = NULL_TOKENS
+            elif c.required and not _is_id(c.name, spec):
+                tokens = ("",)
+            else:
+                tokens = STRING_NULL_TOKENS
+            clean_exprs.append(_clean_str(pl.col(c.name), tokens).alias(_clean(c.name)))
     if clean_exprs:
         df = df.with_columns(clean_exprs)
 
@@ -783,7 +791,8 @@ def _validate_table(
 
         def dup_msg(count: int, ex: list[dict[str, Any]]) -> str:
             return (
-                f"{where}: {_plural(count, 'row')} repeat a {key_desc} already seen "
+                f"{where}: {_plural(count, 'row')} {'repeats' if count == 1 else 'repeat'} a "
+                f"{key_desc} already seen "
                 f"({_dup_examples(ex, spec.key)}); the first occurrence was kept and the later ones "
                 f"rejected. Remove the duplicates or fix the ids in the source."
             )

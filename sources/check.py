@@ -79,7 +79,7 @@ def format_report(source_line: str, result: LoadResult, today: dt.date | None = 
             kept = result.tables[name].height
             rej = result.rejected.get(name)
             n_rej = rej.height if rej is not None else 0
-            lines.append(f"{name}: {_n(kept)} rows kept, {_n(n_rej)} rejected")
+            lines.append(f"{name}: {_n(kept)} row{'s' if kept != 1 else ''} kept, {_n(n_rej)} rejected")
             lines.append(f"{INDENT}{_time_span(result.tables[name], spec.time_column, today)}")
         elif probs:
             lines.append(f"{name}: not loaded")
