@@ -1,0 +1,157 @@
+"""health.timeline: every event table on one axis, point in time, missing tables skipped."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from health.timeline import SCHEMA, SOURCE_LABELS, account_timeline, tier_changes, usage_series
+
+D = dt.date
+DT = dt.datetime
+UNTIL = D(2025, 3, 31)
+
+
+def _tables() -> dict[str, pl.DataFrame]:
+    return {
+        "accounts": pl.DataFrame({"account_id": ["A1", "A2"], "name": ["Acme", "Bolt"]}),
+        "tickets": pl.DataFrame(
+            {
+                "ticket_id": ["t1", "t2", "t3", "t9"],
+                "account_id": ["A1", "A1", "A1", "A2"],
+                "opened_at": [DT(2025, 3, 1, 9), DT(2025, 3, 20, 9), DT(2025, 4, 2, 9), DT(2025, 3, 1)],
+                "priority": ["P1", "P2", "P1", "P3"],
+                "closed_at": [None, DT(2025, 4, 5, 10), None, None],
+                "escalated": [True, False, False, False],
+                "subject": ["Login broken", None, "Future", "Other"],
+            }
+        ),
+        "invoices": pl.DataFrame(
+            {
+                "invoice_id": ["i1", "i2", "i3"],
+                "account_id": ["A1", "A1", "A1"],
+                "issued_at": [D(2025, 1, 15), D(2025, 1, 30), D(2025, 3, 1)],
+                "due_date": [D(2025, 2, 14), D(2025, 3, 1), D(2025, 3, 31)],
+                "amount": [1234.0, 100.0, 100.0],
+                "paid_at": [None, D(2025, 3, 11), D(2025, 3, 20)],
+            }
+        ),
+        "surveys": pl.DataFrame(
+            {
+                "response_id": ["s1", "s2"],
+                "account_id": ["A1", "A1"],
+                "responded_at": [D(2025, 3, 10), D(2025, 4, 5)],
+                "kind": ["nps", "nps"],
+                "score": [4.0, 10.0],
+                "comment": ["Too slow", None],
+            }
+        ),
+        "touchpoints": pl.DataFrame(
+            {
+                "touchpoint_id": ["m1"],
+                "account_id": ["A1"],
+                "at": [D(2025, 1, 30)],
+                "kind": ["exec_meeting"],
+                "notes": ["Renewal plan agreed"],
+            }
+        ),
+        "milestones": pl.DataFrame(
+            {"account_id": ["A1"], "at": [D(2024, 6, 1)], "kind": ["go_live"], "description": ["Went live"]}
+        ),
+    }
+
+
+def _history() -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "account_id": ["A1"] * 4,
+            "as_of": [D(2025, 3, 10), D(2025, 3, 17), D(2025, 3, 24), D(2025, 3, 31)],
+            "score": [80.0, 70.0, 50.0, 55.0],
+            "tier": ["healthy", "watch", "at_risk", "at_risk"],
+            "rule": [None, None, "Invoice overdue", None],
+        }
+    )
+
+
+def test_every_source_appears_with_the_common_shape():
+    tl = account_timeline(_tables(), "A1", history=_history(), until=UNTIL)
+    assert dict(tl.schema) == SCHEMA
+    assert set(tl["source"]) == set(SOURCE_LABELS)
+    assert tl["at"].is_sorted(descending=True)
+
+
+def test_point_in_time_nothing_after_until():
+    tl = account_timeline(_tables(), "A1", until=UNTIL)
+    assert tl["at"].max() <= DT(2025, 3, 31, 23, 59, 59, 999999)
+    refs = set(tl["ref"])
+    assert "t3" not in refs  # opened after `until`
+    assert "s2" not in refs
+    # t2 closed after `until`: only its opening shows
+    t2 = tl.filter(pl.col("ref") == "t2")
+    assert t2["event"].to_list() == ["opened"]
+
+
+def test_ticket_invoice_events():
+    tl = account_timeline(_tables(), "A1", until=UNTIL)
+    t1 = tl.filter(pl.col("ref") == "t1").row(0, named=True)
+    assert t1["event"] == "escalated"
+    assert "Login broken" in t1["title"]
+    inv = tl.filter(pl.col("source") == "invoices")
+    events = {(r["ref"], r["event"]) for r in inv.iter_rows(named=True)}
+    assert ("i1", "issued") in events and ("i1", "overdue") in events and ("i1", "paid") not in events
+    assert ("i2", "overdue") in events and ("i2", "paid") in events  # paid 10 days late
+    assert ("i3", "paid") in events and ("i3", "overdue") not in events  # paid before due
+    i1 = inv.filter((pl.col("ref") == "i1") & (pl.col("event") == "issued")).row(0, named=True)
+    assert "$1,234" in i1["title"]
+    late = inv.filter((pl.col("ref") == "i2") & (pl.col("event") == "paid")).row(0, named=True)
+    assert "10 days late" in late["detail"]
+
+
+def test_survey_comment_and_touchpoint_notes():
+    tl = account_timeline(_tables(), "A1", until=UNTIL)
+    nps = tl.filter(pl.col("source") == "surveys").row(0, named=True)
+    assert nps["title"] == "NPS 4/10" and "Too slow" in nps["detail"]
+    meet = tl.filter(pl.col("source") == "touchpoints").row(0, named=True)
+    assert meet["title"] == "Executive meeting: Renewal plan agreed"
+
+
+def test_tier_changes_from_history():
+    ch = tier_changes(_history())
+    assert ch.height == 2
+    assert ch["title"].to_list() == ["Tier: healthy \u2192 watch", "Tier: watch \u2192 at risk"]
+    assert "rule: Invoice overdue" in ch["detail"][1]
+    assert ch["event"][1] == "moved into at risk"
+
+
+def test_missing_tables_and_columns_are_skipped():
+    tables = _tables()
+    slim = {
+        "tickets": tables["tickets"].drop("subject", "escalated", "closed_at"),
+        "accounts": tables["accounts"],
+    }
+    tl = account_timeline(slim, "A1", until=UNTIL)
+    assert set(tl["source"]) == {"tickets"}
+    assert account_timeline({}, "A1", until=UNTIL).is_empty()
+    assert account_timeline(tables, "NOPE", until=UNTIL).is_empty()
+
+
+def test_since_and_lazy_frames():
+    lazy = {k: v.lazy() for k, v in _tables().items()}
+    tl = account_timeline(lazy, "A1", since=D(2025, 3, 1), until=UNTIL)
+    assert tl["at"].min() >= DT(2025, 3, 1)
+    assert "milestones" not in set(tl["source"])
+
+
+def test_usage_series():
+    usage = pl.DataFrame(
+        {
+            "account_id": ["A1", "A1", "A2", "A1"],
+            "date": [D(2025, 3, 2), D(2025, 3, 1), D(2025, 3, 1), D(2025, 4, 9)],
+            "metric": ["active_users"] * 4,
+            "value": [3.0, 2.0, 9.0, 1.0],
+        }
+    )
+    got = usage_series({"usage": usage}, "A1", until=UNTIL)
+    assert got["value"].to_list() == [2.0, 3.0]
+    assert usage_series({}, "A1").is_empty()
