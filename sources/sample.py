@@ -59,6 +59,8 @@ SMB, MID, ENT = 0, 1, 2
 RENEWED, EXPANDED, DOWNGRADED, CHURNED = 0, 1, 2, 3
 NO_DIP, DECLINE, RECOVER, TRANSIENT = 0, 1, 2, 3
 
+_MAX_TENURE_DAYS = 5 * 365
+"""The oldest account started five years before the end of history."""
 _USAGE_CHUNK = 2_000
 """Accounts per usage chunk: bounds memory at any book size (about 6M rows a chunk)."""
 _SLOTS = 4
@@ -71,6 +73,8 @@ _ACCOUNT_COLUMNS = (*TABLES["accounts"].polars_schema().names(), "status")
 # ---------------------------------------------------------------------------------------
 # Word lists
 # ---------------------------------------------------------------------------------------
+
+# fmt: off
 
 _SENIOR_CSMS = ("Maya Patel", "Daniel Okafor", "Sarah Lindqvist")
 _CSMS = (*_SENIOR_CSMS, "James Whitaker", "Priya Raman", "Lucas Moreau", "Emily Chen",
@@ -293,6 +297,8 @@ _CHURN_REASONS = (
     "Did not renew: consolidated onto an existing platform",
 )
 
+# fmt: on
+
 
 # ---------------------------------------------------------------------------------------
 # Small helpers
@@ -326,13 +332,12 @@ def _weekday(days: np.ndarray) -> np.ndarray:
 
 
 def _month_of(days: np.ndarray) -> np.ndarray:
-    return np.asarray(days, dtype=np.int64).astype("datetime64[D]").astype(
-        "datetime64[M]"
-    ).astype(np.int64) % 12 + 1
+    months_since_epoch = np.asarray(days, dtype="datetime64[D]").astype("datetime64[M]")
+    return months_since_epoch.astype(np.int64) % 12 + 1
 
 
 def _day_of_month(days: np.ndarray) -> np.ndarray:
-    d = np.asarray(days, dtype=np.int64).astype("datetime64[D]")
+    d = np.asarray(days, dtype="datetime64[D]")
     return (d - d.astype("datetime64[M]").astype("datetime64[D]")).astype(np.int64) + 1
 
 
@@ -462,7 +467,7 @@ def _company_names(rng: np.random.Generator, n: int) -> tuple[list[str], np.ndar
     prefix, noun = np.divmod(pair, len(_NOUNS))
     names = [
         " ".join(w for w in (_PREFIXES[p], _NOUNS[q][0], _LEGAL_SUFFIXES[s]) if w)
-        for p, q, s in zip(prefix.tolist(), noun.tolist(), suffix.tolist())
+        for p, q, s in zip(prefix.tolist(), noun.tolist(), suffix.tolist(), strict=True)
     ]
     industry = np.array([_NOUNS[q][1] for q in noun.tolist()], dtype=np.int64)
     return names, industry
@@ -514,7 +519,7 @@ def _draw_accounts(rng: np.random.Generator, n: int, end: int) -> _Book:
     plan = _choice(rng, plan_probs[segment])
     region = _choice(rng, np.tile([0.45, 0.30, 0.15, 0.10], (n, 1)))
 
-    tenure = 14 + np.floor((5 * 365 - 14) * rng.random(n) ** 1.3).astype(np.int64)
+    tenure = 14 + np.floor((_MAX_TENURE_DAYS - 14) * rng.random(n) ** 1.3).astype(np.int64)
     start = end - tenure
     frailty = rng.normal(0, 0.7, n)
     engagement = np.clip(0.62 - 0.07 * frailty + rng.normal(0, 0.1, n), 0.22, 0.92)
@@ -568,8 +573,6 @@ class _Periods:
     valid: np.ndarray
     arr: np.ndarray
     seats: np.ndarray
-    term_index: np.ndarray
-    """1 for an account's first contract term, 2 for the second, ..."""
     at_risk: np.ndarray
     outcome: np.ndarray
     dip_kind: np.ndarray
@@ -619,90 +622,135 @@ _OUTCOME_HEALTHY = np.array(
 )
 
 
-def _draw_periods(rng: np.random.Generator, book: _Book) -> _Periods:
-    n, first, end = book.n, book.first, book.end
-    rows = np.arange(n)
-    n_terms = 5 * 12 // 12 + _SLOTS + 2
-    renewals = np.column_stack(
-        [_add_months(book.start, k * book.contract_months) for k in range(n_terms + 1)]
-    )
-    k0 = np.argmax(renewals[:, 1:] > first, axis=1) + 1
+@dataclass(frozen=True)
+class _Story:
+    """What happens in one contract period of every account (arrays of length n)."""
 
-    shape = (n, _SLOTS)
-    p = {
-        name: np.zeros(shape, dtype=dtype)
-        for name, dtype in (
-            ("start", np.int64), ("end", np.int64), ("valid", bool), ("arr", np.float64),
-            ("seats", np.int64), ("term_index", np.int64), ("at_risk", bool),
-            ("outcome", np.int64), ("dip_kind", np.int64), ("dip_start", np.int64),
-            ("dip_end", np.int64), ("severity", np.float64),
-        )
-    }
-    p["end"][:] = _FAR
+    at_risk: np.ndarray
+    outcome: np.ndarray
+    dip_kind: np.ndarray
+    dip_start: np.ndarray
+    dip_end: np.ndarray
+    severity: np.ndarray
+    arr_factor: np.ndarray
+    """ARR after the renewal / before it (0 for churn)."""
+
+
+def _draw_story(
+    rng: np.random.Generator,
+    book: _Book,
+    p_start: np.ndarray,
+    p_end: np.ndarray,
+    first_term: np.ndarray,
+    current: np.ndarray,
+) -> _Story:
+    """Latent risk -> decline story -> outcome, for the period [p_start, p_end).
+
+    An at-risk period declines over its last 3-9 months and usually churns or downgrades;
+    when it renews anyway, the decline bottoms out and recovers before the renewal. A
+    healthy period sometimes has a transient dip (noise) and rarely churns without warning.
+    """
+    n = book.n
+    logit = (
+        _RISK_BASE[book.segment]
+        + _FIRST_TERM_LIFT * first_term
+        + _CURRENT_TERM_LIFT * current
+        + book.frailty
+    )
+    at_risk = rng.random(n) < 1 / (1 + np.exp(-logit))
+    probs = np.where(
+        at_risk[:, None], _OUTCOME_AT_RISK[book.segment], _OUTCOME_HEALTHY[book.segment]
+    )
+    outcome = _choice(rng, probs)
+    severity = np.select(
+        [outcome == CHURNED, outcome == DOWNGRADED],
+        [rng.uniform(0.6, 1.0, n), rng.uniform(0.35, 0.75, n)],
+        rng.uniform(0.3, 0.65, n),
+    )
+    decline_start = np.maximum(p_end - rng.integers(90, 271, n), p_start + 45)
+    transient = ~at_risk & (rng.random(n) < 0.12)
+    room = np.maximum(p_end - p_start - 90, 1)
+    transient_start = p_start + np.floor(rng.random(n) * room).astype(np.int64)
+    transient_end = transient_start + rng.integers(30, 91, n)
+    arr_factor = np.select(
+        [outcome == RENEWED, outcome == EXPANDED, outcome == DOWNGRADED],
+        [rng.uniform(1.0, 1.06, n), rng.uniform(1.12, 1.6, n), rng.uniform(0.55, 0.88, n)],
+        0.0,
+    )
+    return _Story(
+        at_risk=at_risk,
+        outcome=outcome,
+        dip_kind=np.select(
+            [at_risk & (outcome <= EXPANDED), at_risk, transient],
+            [RECOVER, DECLINE, TRANSIENT],
+            NO_DIP,
+        ),
+        dip_start=np.where(at_risk, decline_start, transient_start),
+        dip_end=np.where(at_risk, p_end, transient_end),
+        severity=np.where(at_risk, severity, rng.uniform(0.2, 0.45, n)),
+        arr_factor=arr_factor,
+    )
+
+
+def _renewal_grid(book: _Book) -> np.ndarray:
+    """(n, k) renewal days: column 0 is the start, column k the k-th renewal."""
+    terms = _MAX_TENURE_DAYS // 365 + _SLOTS + 1
+    return np.column_stack(
+        [_add_months(book.start, k * book.contract_months) for k in range(terms + 1)]
+    )
+
+
+def _draw_periods(rng: np.random.Generator, book: _Book) -> _Periods:
+    """Walk each account's contract periods through history, slot by slot.
+
+    A churn at a renewal inside history ends the account; an outcome changes ARR and seats
+    for the next period; the period running at `end` is the current contract.
+    """
+    n, end = book.n, book.end
+    rows = np.arange(n)
+    renewals = _renewal_grid(book)
+    first_slot_term = np.argmax(renewals[:, 1:] > book.first, axis=1) + 1
+    columns = {
+        "start": np.int64, "end": np.int64, "valid": bool, "arr": np.float64,
+        "seats": np.int64, "at_risk": bool, "outcome": np.int64, "dip_kind": np.int64,
+        "dip_start": np.int64, "dip_end": np.int64, "severity": np.float64,
+    }  # fmt: skip
+    p = {name: np.zeros((n, _SLOTS), dtype=dtype) for name, dtype in columns.items()}
     churn_day = np.full(n, _FAR, dtype=np.int64)
     alive = np.ones(n, dtype=bool)
     arr, seats = book.arr.astype(np.float64), book.seats.copy()
     for j in range(_SLOTS):
-        k = k0 + j
-        p_start, p_end = renewals[rows, k - 1], renewals[rows, k]
+        term = first_slot_term + j
+        p_start, p_end = renewals[rows, term - 1], renewals[rows, term]
         valid = alive & (p_start <= end)
-        first_term = k == 1
-        logit = (
-            _RISK_BASE[book.segment] + _FIRST_TERM_LIFT * first_term
-            + _CURRENT_TERM_LIFT * (p_end > end) + book.frailty
-        )
-        risk = 1 / (1 + np.exp(-logit))
-        at_risk = rng.random(n) < risk
-        outcome = _choice(
-            rng, np.where(at_risk[:, None], _OUTCOME_AT_RISK[book.segment],
-                          _OUTCOME_HEALTHY[book.segment])
-        )
-        recovering = at_risk & (outcome <= EXPANDED)
-        severity = np.where(
-            outcome == CHURNED, rng.uniform(0.6, 1.0, n),
-            np.where(outcome == DOWNGRADED, rng.uniform(0.35, 0.75, n), rng.uniform(0.3, 0.65, n)),
-        )
-        lead = rng.integers(90, 271, n)
-        dip_start = np.maximum(p_end - lead, p_start + 45)
-        transient = ~at_risk & (rng.random(n) < 0.12)
-        t_start = p_start + np.floor(rng.random(n) * np.maximum(p_end - p_start - 90, 1))
-        t_len = rng.integers(30, 91, n)
-
+        story = _draw_story(rng, book, p_start, p_end, term == 1, p_end > end)
         p["start"][:, j] = np.where(valid, p_start, _FAR)
         p["end"][:, j] = np.where(valid, p_end, _FAR)
         p["valid"][:, j] = valid
         p["arr"][:, j] = arr
         p["seats"][:, j] = seats
-        p["term_index"][:, j] = k
-        p["at_risk"][:, j] = valid & at_risk
-        p["outcome"][:, j] = outcome
-        p["dip_kind"][:, j] = np.select(
-            [~valid, at_risk & recovering, at_risk, transient], [NO_DIP, RECOVER, DECLINE, TRANSIENT],
-            NO_DIP,
-        )
-        p["dip_start"][:, j] = np.where(at_risk, dip_start, t_start.astype(np.int64))
-        p["dip_end"][:, j] = np.where(at_risk, p_end, t_start.astype(np.int64) + t_len)
-        p["severity"][:, j] = np.where(at_risk, severity, rng.uniform(0.2, 0.45, n))
+        p["at_risk"][:, j] = valid & story.at_risk
+        p["outcome"][:, j] = story.outcome
+        p["dip_kind"][:, j] = np.where(valid, story.dip_kind, NO_DIP)
+        p["dip_start"][:, j] = story.dip_start
+        p["dip_end"][:, j] = story.dip_end
+        p["severity"][:, j] = story.severity
 
-        factor = np.select(
-            [outcome == RENEWED, outcome == EXPANDED, outcome == DOWNGRADED],
-            [rng.uniform(1.0, 1.06, n), rng.uniform(1.12, 1.6, n), rng.uniform(0.55, 0.88, n)],
-            0.0,
-        )
-        renewed_in_window = valid & (p_end <= end)
-        churned = renewed_in_window & (outcome == CHURNED)
+        renewed = valid & (p_end <= end)
+        churned = renewed & (story.outcome == CHURNED)
         churn_day = np.where(churned, p_end, churn_day)
-        alive = renewed_in_window & ~churned
-        new_arr = np.round(arr * factor, -2)
-        seat_ratio = np.where(outcome == RENEWED, 1.0, new_arr / np.maximum(arr, 1))
-        seats = np.where(alive, np.maximum(np.round(seats * seat_ratio), 3), seats).astype(np.int64)
+        alive = renewed & ~churned
+        new_arr = np.round(arr * story.arr_factor, -2)
+        seat_ratio = np.where(story.outcome == RENEWED, 1.0, new_arr / np.maximum(arr, 1))
+        new_seats = np.maximum(np.round(seats * seat_ratio), 3).astype(np.int64)
+        seats = np.where(alive, new_seats, seats)
         arr = np.where(alive, new_arr, arr)
 
     return _Periods(
         **p,
         churn_day=churn_day,
         last_day=np.minimum(end, churn_day - 1),
-        usage_start=np.maximum(book.start, first),
+        usage_start=np.maximum(book.start, book.first),
     )
 
 
@@ -790,18 +838,27 @@ def _usage_values(
     tenure = (day - book.start[acc]).astype(np.float64)
     golive = book.golive[acc].astype(np.float64)
     ramp = np.where(
-        tenure < golive, 0.08 + 0.3 * tenure / golive, np.minimum(1.0, 0.38 + 0.62 * (tenure - golive) / 75)
+        tenure < golive,
+        0.08 + 0.3 * tenure / golive,
+        np.minimum(1.0, 0.38 + 0.62 * (tenure - golive) / 75),
     )
-    august_emea = np.where((book.region[acc] == 1) & (month[day - book.first] == 8), 0.85, 1.0)
+    emea = book.region[acc] == REGIONS.index("EMEA")
+    august_emea = np.where(emea & (month[day - book.first] == 8), 0.85, 1.0)
     wave = 1 + 0.06 * np.sin(2 * np.pi * (day / 47.0 + book.engagement[acc] * 7))
     share = (
-        book.engagement[acc] * ramp * calendar[day - book.first] * august_emea * wave
-        * (1 - 0.85 * depth) * np.exp(rng.normal(0, 0.08, len(day)))
+        book.engagement[acc]
+        * ramp
+        * calendar[day - book.first]
+        * august_emea
+        * wave
+        * (1 - 0.85 * depth)
+        * np.exp(rng.normal(0, 0.08, len(day)))
     )
     share = np.clip(share, 0.0, 1.0)
     active = np.clip(
         np.round(seats * share + np.sqrt(seats * share * (1 - share)) * rng.normal(size=len(day))),
-        0, seats,
+        0,
+        seats,
     )
     events = np.round(
         active * book.intensity[acc] * (1 - 0.4 * depth) * np.exp(rng.normal(0, 0.25, len(day)))
@@ -817,8 +874,12 @@ def _usage_values(
 
 
 _USAGE_SCHEMA = pa.schema(
-    [("account_id", pa.string()), ("date", pa.date32()), ("metric", pa.string()),
-     ("value", pa.float64())]
+    [
+        ("account_id", pa.string()),
+        ("date", pa.date32()),
+        ("metric", pa.string()),
+        ("value", pa.float64()),
+    ]
 )
 
 
@@ -873,50 +934,80 @@ def _buckets(book: _Book, per: _Periods, width: int = 30) -> _Buckets:
     return _Buckets(acc, lo, hi, hi - lo + 1, depth)
 
 
-def _tickets_frame(book: _Book, per: _Periods, cells: _Buckets, seed: int) -> pl.DataFrame:
-    rng = _rng(seed, 4)
+def _ticket_days(
+    book: _Book, cells: _Buckets, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(account, day, is_burst) per ticket: a Poisson stream that swells with the decline
+    and during onboarding, plus rare incident bursts of 3-6 tickets in a few days (noise
+    that hits healthy and declining accounts alike)."""
     onboarding = (cells.lo - book.start[cells.acc]) < 90
     lam = (
-        book.ticket_rate[cells.acc] * cells.exposure / 30 * (1 + 3.5 * cells.depth)
+        book.ticket_rate[cells.acc]
+        * (cells.exposure / 30)
+        * (1 + 3.5 * cells.depth)
         * np.where(onboarding, 1.8, 1.0)
     )
     regular, _ = _expand(rng.poisson(lam))
     bursts = np.nonzero(rng.random(len(cells.acc)) < 0.012 * cells.exposure / 30)[0]
-    burst_cell, _ = _expand(rng.integers(3, 7, len(bursts)))
-    burst_anchor = cells.days(bursts, rng)[burst_cell]
-    cell = np.concatenate([regular, bursts[burst_cell]])
-    is_burst = np.concatenate([np.zeros(len(regular), bool), np.ones(len(burst_cell), bool)])
-    day = np.concatenate(
-        [cells.days(regular, rng),
-         np.minimum(burst_anchor + rng.integers(0, 3, len(burst_cell)), cells.hi[bursts[burst_cell]])]
-    )
-    acc = cells.acc[cell]
-    _, depth = per.depth(acc, day)
-    m = len(acc)
+    burst_rows, _ = _expand(rng.integers(3, 7, len(bursts)))
+    burst_cell = bursts[burst_rows]
+    burst_day = cells.days(bursts, rng)[burst_rows] + rng.integers(0, 3, len(burst_rows))
+    acc = cells.acc[np.concatenate([regular, burst_cell])]
+    day = np.concatenate([cells.days(regular, rng), np.minimum(burst_day, cells.hi[burst_cell])])
+    is_burst = np.arange(len(acc)) >= len(regular)
+    return acc, day, is_burst
 
-    prio_probs = np.column_stack(
+
+def _ticket_priority(
+    depth: np.ndarray, is_burst: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """0..3 for P1..P4; a declining account's tickets skew to P1/P2, incidents are P1/P2."""
+    regular = np.column_stack(
         [0.03 + 0.12 * depth, 0.14 + 0.26 * depth, 0.45 - 0.14 * depth, 0.38 - 0.24 * depth]
     )
-    prio = np.where(is_burst, _choice(rng, np.tile([0.4, 0.5, 0.1, 0.0], (m, 1))), _choice(rng, prio_probs))
+    incident = np.tile([0.4, 0.5, 0.1, 0.0], (len(depth), 1))
+    return _choice(rng, np.where(is_burst[:, None], incident, regular))
+
+
+def _ticket_times(
+    per: _Periods,
+    acc: np.ndarray,
+    day: np.ndarray,
+    prio: np.ndarray,
+    depth: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Opened and closed (microseconds) and resolution hours.
+
+    Tickets open in business hours on weekdays, except P1s, which come any time. A ticket
+    still unresolved when a customer churns is closed on the churn day.
+    """
+    m = len(acc)
     day = np.where(prio == 0, day, _to_weekday(day, per.usage_start[acc], per.last_day[acc]))
     after_hours = (prio == 0) & (rng.random(m) < 0.3)
-    seconds = np.where(after_hours, rng.integers(0, 86_400, m), rng.integers(8 * 3600, 18 * 3600, m))
+    seconds = np.where(
+        after_hours, rng.integers(0, 86_400, m), rng.integers(8 * 3600, 18 * 3600, m)
+    )
     opened = day * _DAY_US + seconds * 1_000_000
-
     median_hours = np.array([5.0, 22.0, 60.0, 140.0])[prio]
     hours = median_hours * np.exp(rng.normal(0, 0.8, m)) * (1 + depth)
     closed = opened + np.round(hours * 3600).astype(np.int64) * 1_000_000
-    churned = per.churn_day[acc] < _FAR
-    closed = np.where(churned, np.minimum(closed, per.churn_day[acc] * _DAY_US + 12 * 3600 * 10**6), closed)
-    still_open = closed >= (book.end + 1) * _DAY_US
+    churn_noon = per.churn_day[acc] * _DAY_US + 12 * 3600 * 1_000_000
+    closed = np.where(per.churn_day[acc] < _FAR, np.minimum(closed, churn_noon), closed)
+    return opened, closed, hours
 
-    escalated = rng.random(m) < np.array([0.45, 0.18, 0.04, 0.01])[prio] + 0.35 * depth + 0.15 * is_burst
-    sentiment = np.clip(
-        rng.normal(0.35 - 1.0 * depth - np.array([0.3, 0.15, 0.0, -0.05])[prio] - 0.25 * is_burst, 0.28),
-        -1, 1,
-    ).round(2)
+
+def _tickets_frame(book: _Book, per: _Periods, cells: _Buckets, seed: int) -> pl.DataFrame:
+    """Tickets with two private columns the CSAT survey reads: `_acc` and `_hours`."""
+    rng = _rng(seed, 4)
+    acc, day, is_burst = _ticket_days(book, cells, rng)
+    _, depth = per.depth(acc, day)
+    prio = _ticket_priority(depth, is_burst, rng)
+    opened, closed, hours = _ticket_times(per, acc, day, prio, depth, rng)
+    still_open = closed >= (book.end + 1) * _DAY_US
+    escalation = np.array([0.45, 0.18, 0.04, 0.01])[prio] + 0.35 * depth + 0.15 * is_burst
+    mood = 0.35 - 1.0 * depth - np.array([0.3, 0.15, 0.0, -0.05])[prio] - 0.25 * is_burst
     groups = [_SUBJECTS[p] for p in PRIORITIES] + [_SUBJECTS["incident"]]
-    subject = _pick_grouped(groups, np.where(is_burst, 4, prio), rng)
     frame = pl.DataFrame(
         {
             "account_id": book.ids.gather(acc),
@@ -924,19 +1015,17 @@ def _tickets_frame(book: _Book, per: _Periods, cells: _Buckets, seed: int) -> pl
             "priority": _pick(PRIORITIES, prio),
             "closed_at": _datetimes(closed),
             "status": np.where(still_open, "open", "closed"),
-            "sentiment": sentiment,
-            "escalated": escalated,
-            "subject": subject,
+            "sentiment": np.clip(rng.normal(mood, 0.28), -1, 1).round(2),
+            "escalated": rng.random(len(acc)) < escalation,
+            "subject": _pick_grouped(groups, np.where(is_burst, len(PRIORITIES), prio), rng),
+            "_acc": acc,
             "_hours": hours,
         }
     ).with_columns(
-        pl.when(pl.col("status") == "open").then(None).otherwise(pl.col("closed_at")).alias("closed_at")
+        closed_at=pl.when(pl.col("status") == "closed").then(pl.col("closed_at")),
     )
     frame = frame.sort("opened_at", "account_id", maintain_order=True)
-    return frame.with_columns(ticket_id=_ids("T-", frame.height, 6)).select(
-        "ticket_id", "account_id", "opened_at", "priority", "closed_at", "status", "sentiment",
-        "escalated", "subject", "_hours",
-    )
+    return frame.select(_ids("T-", frame.height, 6).alias("ticket_id"), *frame.columns)
 
 
 def _invoices_frame(book: _Book, per: _Periods, seed: int) -> pl.DataFrame:
@@ -954,7 +1043,11 @@ def _invoices_frame(book: _Book, per: _Periods, seed: int) -> pl.DataFrame:
     _, depth = per.depth(acc, issued)
     late = rng.random(m) < 0.07 + 0.55 * depth
     never = rng.random(m) < 0.01 + 0.25 * depth
-    delay = np.where(late, 31 + rng.exponential(20, m).astype(np.int64), rng.triangular(2, 16, 29, m).astype(np.int64))
+    delay = np.where(
+        late,
+        31 + rng.exponential(20, m).astype(np.int64),
+        rng.triangular(2, 16, 29, m).astype(np.int64),
+    )
     paid = issued + delay
     unpaid = never | (paid > book.end) | (paid > per.churn_day[acc])
     due = issued + 30
@@ -968,9 +1061,7 @@ def _invoices_frame(book: _Book, per: _Periods, seed: int) -> pl.DataFrame:
             "paid_at": _dates(paid),
             "status": status,
         }
-    ).with_columns(
-        pl.when(pl.col("status") == "paid").then(pl.col("paid_at")).otherwise(None).alias("paid_at")
-    )
+    ).with_columns(paid_at=pl.when(pl.col("status") == "paid").then(pl.col("paid_at")))
     frame = frame.sort("issued_at", "account_id", maintain_order=True)
     return frame.with_columns(invoice_id=_ids("INV-", frame.height, 6)).select(
         TABLES["invoices"].polars_schema().names()
@@ -1013,16 +1104,17 @@ def _csat_responses(
     """CSAT after about a fifth of closed tickets, from the person who raised it."""
     closed = tickets.filter(pl.col("closed_at").is_not_null())
     closed = closed.filter(pl.Series(rng.random(closed.height) < 0.22))
-    acc = closed["account_id"].str.slice(4).cast(pl.Int64).to_numpy() - 1
-    day = (
-        closed["closed_at"].dt.date().cast(pl.Int32).to_numpy().astype(np.int64)
-        + rng.integers(0, 4, closed.height)
+    acc = closed["_acc"].to_numpy()
+    day = closed["closed_at"].dt.date().cast(pl.Int32).to_numpy().astype(np.int64) + rng.integers(
+        0, 4, closed.height
     )
     keep = day <= per.last_day[acc]
     acc, day, closed = acc[keep], day[keep], closed.filter(pl.Series(keep))
     sentiment = closed["sentiment"].to_numpy()
     slow = closed["_hours"].to_numpy() > 72
-    score = np.clip(np.round(4.1 + 1.3 * sentiment - 0.6 * slow + rng.normal(0, 0.7, len(acc))), 1, 5)
+    score = np.clip(
+        np.round(4.1 + 1.3 * sentiment - 0.6 * slow + rng.normal(0, 0.7, len(acc))), 1, 5
+    )
     band = np.select([score <= 2, score <= 3], [0, 1], 2)
     return pl.DataFrame(
         {
@@ -1048,42 +1140,69 @@ def _surveys_frame(book: _Book, per: _Periods, tickets: pl.DataFrame, seed: int)
     )
 
 
-def _touchpoints_frame(book: _Book, per: _Periods, cells: _Buckets, seed: int) -> pl.DataFrame:
-    rng = _rng(seed, 7)
+CALL, QBR, EXEC_MEETING, ONBOARDING = 0, 1, 2, 3
+"""Touchpoint kinds, indexes into _NOTE_KINDS."""
+
+
+def _meetings_by_month(
+    book: _Book, cells: _Buckets, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Calls (more of them when an account struggles) and exec meetings (which lapse)."""
     seg = book.segment[cells.acc]
-    month_share = cells.exposure / 30
-    calls, _ = _expand(rng.poisson(np.array([0.5, 1.0, 1.5])[seg] * month_share * (1 + 0.8 * cells.depth)))
+    months = cells.exposure / 30
+    calls, _ = _expand(
+        rng.poisson(np.array([0.5, 1.0, 1.5])[seg] * months * (1 + 0.8 * cells.depth))
+    )
     execs, _ = _expand(
-        rng.poisson(np.array([0.1, 1.5, 4.0])[seg] / 12 * month_share * (1 - 0.85 * cells.depth))
+        rng.poisson(np.array([0.1, 1.5, 4.0])[seg] / 12 * months * (1 - 0.85 * cells.depth))
     )
     acc = np.concatenate([cells.acc[calls], cells.acc[execs]])
     day = np.concatenate([cells.days(calls, rng), cells.days(execs, rng)])
-    kind = np.concatenate([np.zeros(len(calls), np.int64), np.full(len(execs), 2)])
+    kind = np.concatenate([np.full(len(calls), CALL), np.full(len(execs), EXEC_MEETING)])
+    return acc, day, kind
 
+
+def _quarterly_reviews(
+    book: _Book, per: _Periods, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """One QBR slot a quarter per account (mid and enterprise hold most, smb rarely);
+    a declining account skips them more often."""
     quarters = np.arange(HISTORY_DAYS // 91)
-    q_acc = np.repeat(np.arange(book.n), len(quarters))
-    q_day = book.first + rng.integers(0, 91, book.n)[q_acc] + 91 * np.tile(quarters, book.n)
-    q_day = np.minimum(q_day, book.end)
-    _, q_depth = per.depth(q_acc, q_day)
-    held = rng.random(len(q_acc)) < np.array([0.12, 0.85, 0.95])[book.segment[q_acc]] * (1 - 0.65 * q_depth)
+    acc = np.repeat(np.arange(book.n), len(quarters))
+    phase = rng.integers(0, 91, book.n)[acc]
+    day = np.minimum(book.first + phase + 91 * np.tile(quarters, book.n), book.end)
+    _, depth = per.depth(acc, day)
+    held_share = np.array([0.12, 0.85, 0.95])[book.segment[acc]] * (1 - 0.65 * depth)
+    held = rng.random(len(acc)) < held_share
+    return acc[held], day[held]
 
+
+def _onboarding_sessions(book: _Book, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Four onboarding sessions in the first five weeks of accounts that start in history."""
     newcomers = np.nonzero(book.start >= book.first)[0]
-    o_acc = np.repeat(newcomers, 4)
-    o_day = book.start[o_acc] + np.tile([2, 9, 21, 35], len(newcomers)) + rng.integers(0, 4, len(o_acc))
+    acc = np.repeat(newcomers, 4)
+    offsets = np.tile([2, 9, 21, 35], len(newcomers)) + rng.integers(0, 4, len(acc))
+    return acc, book.start[acc] + offsets
 
-    acc = np.concatenate([acc, q_acc[held], o_acc])
-    day = np.concatenate([day, q_day[held], o_day])
-    kind = np.concatenate([kind, np.ones(held.sum(), np.int64), np.full(len(o_acc), 3)])
+
+def _touchpoints_frame(book: _Book, per: _Periods, cells: _Buckets, seed: int) -> pl.DataFrame:
+    rng = _rng(seed, 7)
+    m_acc, m_day, m_kind = _meetings_by_month(book, cells, rng)
+    q_acc, q_day = _quarterly_reviews(book, per, rng)
+    o_acc, o_day = _onboarding_sessions(book, rng)
+    acc = np.concatenate([m_acc, q_acc, o_acc])
+    day = np.concatenate([m_day, q_day, o_day])
+    kind = np.concatenate([m_kind, np.full(len(q_acc), QBR), np.full(len(o_acc), ONBOARDING)])
     day = _to_weekday(day, per.usage_start[acc], per.last_day[acc])
     keep = (day >= per.usage_start[acc]) & (day <= per.last_day[acc])
     acc, day, kind = acc[keep], day[keep], kind[keep]
 
     _, depth = per.depth(acc, day)
-    worried = (kind != 3) & (rng.random(len(acc)) < np.clip(0.04 + 1.3 * depth, 0, 0.95))
-    note_group = np.where(kind == 3, 6, 2 * kind + worried)
-    note_lists = [
-        _NOTES[f"{k}/{mood}"] for k in _NOTE_KINDS[:3] for mood in ("ok", "worried")
-    ] + [_NOTES["onboarding/ok"]]
+    onboarding = kind == ONBOARDING
+    worried = ~onboarding & (rng.random(len(acc)) < np.clip(0.04 + 1.3 * depth, 0, 0.95))
+    note_lists = [_NOTES[f"{k}/{mood}"] for k in _NOTE_KINDS[:3] for mood in ("ok", "worried")]
+    note_lists.append(_NOTES["onboarding/ok"])
+    note_group = np.where(onboarding, len(note_lists) - 1, 2 * kind + worried)
     frame = pl.DataFrame(
         {
             "account_id": book.ids.gather(acc),
@@ -1118,74 +1237,117 @@ class _Events:
         self.text.append(text)
 
 
-def _lifecycle_milestones(book: _Book, per: _Periods, ev: _Events) -> None:
+def _lifecycle_milestones(book: _Book, ev: _Events) -> None:
     everyone = np.arange(book.n)
     ev.add(everyone, book.start, "kickoff", "Kickoff call; success plan and rollout agreed")
-    ev.add(
-        everyone, book.start + book.golive, "go_live",
-        pl.select(pl.format("Went live with {} seats", pl.Series(book.seats))).to_series(),
-    )
+    went_live = pl.select(pl.format("Went live with {} seats", pl.Series(book.seats)))
+    ev.add(everyone, book.start + book.golive, "go_live", went_live.to_series())
     for f, (feature, detail) in enumerate(_FEATURES):
         adopted = np.nonzero(book.adopt_max[:, f] >= 0.2)[0]
         day = book.start[adopted] + book.golive[adopted] + np.round(book.adopt_days[adopted, f])
         ev.add(adopted, day, "feature_adopted", f"{feature} adopted: {detail}")
 
 
-def _story_milestones(book: _Book, per: _Periods, ev: _Events, rng: np.random.Generator) -> None:
-    acc, slot = np.nonzero(per.valid)
-    at_risk = per.at_risk[acc, slot]
-    outcome = per.outcome[acc, slot]
-    p_start, p_end = per.start[acc, slot], per.end[acc, slot]
-    dip_start = per.dip_start[acc, slot]
-    m = len(acc)
-    span = np.maximum(p_end - p_start, 1)
+@dataclass(frozen=True)
+class _SlotView:
+    """The valid contract periods flattened to one row each."""
 
-    champion_left = np.where(at_risk, rng.random(m) < 0.6, rng.random(m) < 0.05)
-    left_day = np.where(at_risk, dip_start - rng.integers(0, 22, m), p_start + np.floor(rng.random(m) * span))
-    ev.add(acc[champion_left], left_day[champion_left], "champion_left",
-           pl.select(pl.format("Champion {} left the company",
-                               _people_with_roles(rng, int(champion_left.sum())))).to_series())
-    replaced = champion_left & (~at_risk | (per.dip_kind[acc, slot] == RECOVER))
-    replaced_day = np.where(at_risk, dip_start + (0.55 * (p_end - dip_start)).astype(np.int64),
-                            left_day + rng.integers(14, 46, m))
-    ev.add(acc[replaced], replaced_day[replaced], "new_champion",
-           pl.select(pl.format("New champion identified: {}",
-                               _people_with_roles(rng, int(replaced.sum())))).to_series())
-    sponsor = np.where(at_risk, rng.random(m) < 0.25, rng.random(m) < 0.04)
-    ev.add(acc[sponsor], np.where(at_risk, dip_start, p_start)[sponsor] + rng.integers(0, 60, int(sponsor.sum())),
-           "exec_sponsor_changed", "Executive sponsor changed; new sponsor not yet engaged")
+    acc: np.ndarray
+    slot: np.ndarray
+    at_risk: np.ndarray
+    outcome: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    dip_start: np.ndarray
+    recovering: np.ndarray
 
-    closed = p_end <= book.end
-    surprise = closed & ~at_risk & (outcome == CHURNED)
+    @classmethod
+    def of(cls, per: _Periods) -> _SlotView:
+        acc, slot = np.nonzero(per.valid)
+        return cls(
+            acc=acc,
+            slot=slot,
+            at_risk=per.at_risk[acc, slot],
+            outcome=per.outcome[acc, slot],
+            start=per.start[acc, slot],
+            end=per.end[acc, slot],
+            dip_start=per.dip_start[acc, slot],
+            recovering=per.dip_kind[acc, slot] == RECOVER,
+        )
+
+
+def _people_text(template: str, rng: np.random.Generator, n: int) -> pl.Series:
+    return pl.select(pl.format(template, _people_with_roles(rng, n))).to_series()
+
+
+def _relationship_milestones(v: _SlotView, ev: _Events, rng: np.random.Generator) -> None:
+    """The champion leaving usually opens a decline story (and is sometimes just noise);
+    a replacement appears in healthy periods and where the account recovers."""
+    m = len(v.acc)
+    left = np.where(v.at_risk, rng.random(m) < 0.6, rng.random(m) < 0.05)
+    anywhere = v.start + np.floor(rng.random(m) * np.maximum(v.end - v.start, 1)).astype(np.int64)
+    left_day = np.where(v.at_risk, v.dip_start - rng.integers(0, 22, m), anywhere)
+    text = _people_text("Champion {} left the company", rng, int(left.sum()))
+    ev.add(v.acc[left], left_day[left], "champion_left", text)
+
+    replaced = left & (~v.at_risk | v.recovering)
+    recovery_day = v.dip_start + (0.55 * (v.end - v.dip_start)).astype(np.int64)
+    replaced_day = np.where(v.at_risk, recovery_day, left_day + rng.integers(14, 46, m))
+    text = _people_text("New champion identified: {}", rng, int(replaced.sum()))
+    ev.add(v.acc[replaced], replaced_day[replaced], "new_champion", text)
+
+    sponsor = np.where(v.at_risk, rng.random(m) < 0.25, rng.random(m) < 0.04)
+    sponsor_day = np.where(v.at_risk, v.dip_start, v.start) + rng.integers(0, 60, m)
+    ev.add(
+        v.acc[sponsor],
+        sponsor_day[sponsor],
+        "exec_sponsor_changed",
+        "Executive sponsor changed; new sponsor not yet engaged",
+    )
+
+
+def _renewal_milestones(
+    book: _Book, per: _Periods, v: _SlotView, ev: _Events, rng: np.random.Generator
+) -> None:
+    """Churn with its reason; surprise churns announce theirs (acquisition, budget freeze)
+    a few weeks ahead; other renewals are signed in the last three weeks."""
+    m = len(v.acc)
+    closed = v.end <= book.end
+    surprise = closed & ~v.at_risk & (v.outcome == CHURNED)
     reason = rng.integers(0, len(_SURPRISE_REASONS), m)
     for r, (kind, warning, _) in enumerate(_SURPRISE_REASONS):
         hit = surprise & (reason == r)
-        ev.add(acc[hit], p_end[hit] - rng.integers(20, 76, int(hit.sum())), kind, warning)
+        ev.add(v.acc[hit], v.end[hit] - rng.integers(20, 76, int(hit.sum())), kind, warning)
 
-    churned = closed & (outcome == CHURNED)
-    churn_text = np.where(surprise, reason, len(_SURPRISE_REASONS) + rng.integers(0, len(_CHURN_REASONS), m))
+    churned = closed & (v.outcome == CHURNED)
     texts = [r[2] for r in _SURPRISE_REASONS] + list(_CHURN_REASONS)
-    ev.add(acc[churned], p_end[churned], "churned", _pick(texts, churn_text[churned]))
+    ordinary = len(_SURPRISE_REASONS) + rng.integers(0, len(_CHURN_REASONS), m)
+    why = np.where(surprise, reason, ordinary)
+    ev.add(v.acc[churned], v.end[churned], "churned", _pick(texts, why[churned]))
 
-    signed = closed & (outcome != CHURNED)
-    arr_after = per.arr[acc, np.minimum(slot + 1, _SLOTS - 1)]
+    signed = closed & (v.outcome != CHURNED)
+    arr_after = per.arr[v.acc, np.minimum(v.slot + 1, _SLOTS - 1)]
     verbs = ("Renewed", "Renewed with expansion", "Renewed with reduced scope")
     texts = [
         f"{verbs[o]} for {months} months at ${arr:,.0f} ARR"
         for o, months, arr in zip(
-            outcome[signed].tolist(), book.contract_months[acc[signed]].tolist(),
+            v.outcome[signed].tolist(),
+            book.contract_months[v.acc[signed]].tolist(),
             arr_after[signed].tolist(),
+            strict=True,
         )
     ]
-    ev.add(acc[signed], p_end[signed] - rng.integers(0, 22, int(signed.sum())), "renewal_signed",
-           pl.Series(texts, dtype=pl.String))
+    signed_day = v.end[signed] - rng.integers(0, 22, int(signed.sum()))
+    ev.add(v.acc[signed], signed_day, "renewal_signed", pl.Series(texts, dtype=pl.String))
 
 
 def _milestones_frame(book: _Book, per: _Periods, seed: int) -> pl.DataFrame:
     rng = _rng(seed, 8)
     ev = _Events()
-    _lifecycle_milestones(book, per, ev)
-    _story_milestones(book, per, ev, rng)
+    view = _SlotView.of(per)
+    _lifecycle_milestones(book, ev)
+    _relationship_milestones(view, ev, rng)
+    _renewal_milestones(book, per, view, ev, rng)
     acc = np.concatenate(ev.acc)
     day = np.concatenate(ev.day)
     keep = (day <= book.end) & (day <= per.churn_day[acc])
@@ -1226,7 +1388,7 @@ def _small_tables(plan: _Plan) -> dict[str, pl.DataFrame]:
     tickets = _tickets_frame(book, per, cells, seed)
     tables = {
         "accounts": _accounts_frame(book, per, seed),
-        "tickets": tickets.drop("_hours"),
+        "tickets": tickets.drop("_acc", "_hours"),
         "invoices": _invoices_frame(book, per, seed),
         "surveys": _surveys_frame(book, per, tickets, seed),
         "touchpoints": _touchpoints_frame(book, per, cells, seed),
@@ -1239,9 +1401,7 @@ def _small_tables(plan: _Plan) -> dict[str, pl.DataFrame]:
 def _conform(name: str, frame: pl.DataFrame) -> pl.DataFrame:
     schema = TABLES[name].polars_schema()
     extra = [c for c in frame.columns if c not in schema]
-    return frame.select(
-        *[pl.col(c).cast(dtype) for c, dtype in schema.items()], *extra
-    )
+    return frame.select(*[pl.col(c).cast(dtype) for c, dtype in schema.items()], *extra)
 
 
 def generate(
@@ -1260,8 +1420,12 @@ def generate(
 
 
 def _manifest(n_accounts: int, seed: int) -> dict[str, Any]:
-    return {"accounts": n_accounts, "seed": seed, "end_date": END_DATE.isoformat(),
-            "version": SAMPLE_VERSION}
+    return {
+        "accounts": n_accounts,
+        "seed": seed,
+        "end_date": END_DATE.isoformat(),
+        "version": SAMPLE_VERSION,
+    }
 
 
 def _write_into(folder: Path, n_accounts: int, seed: int) -> None:
@@ -1399,8 +1563,8 @@ def make_sample_source(name: str, settings: dict[str, Any], *, base_dir: str) ->
     unknown = sorted(set(settings) - set(_SETTINGS))
     if unknown:
         raise SourceConfigError(
-            f"Source {name!r} (kind sample) has unknown setting(s) {', '.join(map(repr, unknown))}. "
-            f"Allowed settings are: {', '.join(_SETTINGS)}."
+            f"Source {name!r} (kind sample) has unknown setting(s) "
+            f"{', '.join(map(repr, unknown))}. Allowed settings are: {', '.join(_SETTINGS)}."
         )
     path = settings.get("path", DEFAULT_PATH)
     if not isinstance(path, (str, os.PathLike)) or not str(path):

@@ -28,11 +28,13 @@ def book() -> dict[str, pl.DataFrame]:
 @pytest.fixture(scope="module")
 def outcomes(book: dict[str, pl.DataFrame]) -> pl.DataFrame:
     """Past renewals with the account's segment and its tenure at the renewal."""
-    return book["outcomes"].join(
-        book["accounts"].select("account_id", "segment", "start_date"), on="account_id"
-    ).with_columns(
-        churned=pl.col("outcome") == "churned",
-        tenure_days=(pl.col("renewal_date") - pl.col("start_date")).dt.total_days(),
+    return (
+        book["outcomes"]
+        .join(book["accounts"].select("account_id", "segment", "start_date"), on="account_id")
+        .with_columns(
+            churned=pl.col("outcome") == "churned",
+            tenure_days=(pl.col("renewal_date") - pl.col("start_date")).dt.total_days(),
+        )
     )
 
 
@@ -60,7 +62,9 @@ def test_every_table_has_the_canonical_columns_and_dtypes(book: dict[str, pl.Dat
         schema = book[name].schema
         for column in spec.columns:
             assert column.name in schema, f"{name}.{column.name} missing"
-            assert schema[column.name] == column.dtype, f"{name}.{column.name}: {schema[column.name]}"
+            assert schema[column.name] == column.dtype, (
+                f"{name}.{column.name}: {schema[column.name]}"
+            )
         required = book[name].select(spec.required_columns)
         assert required.null_count().sum_horizontal().item() == 0, f"nulls in {name}"
 
@@ -84,19 +88,28 @@ def test_accounts_carry_status_and_every_optional_column(book: dict[str, pl.Data
 def test_segments_have_their_size_and_commercial_shape(book: dict[str, pl.DataFrame]) -> None:
     accounts = book["accounts"]
     share = dict(accounts.group_by("segment").agg(pl.len() / accounts.height).iter_rows())
-    assert 0.45 < share["smb"] < 0.65 and 0.2 < share["mid"] < 0.4 and 0.08 < share["enterprise"] < 0.22
+    assert (
+        0.45 < share["smb"] < 0.65
+        and 0.2 < share["mid"] < 0.4
+        and 0.08 < share["enterprise"] < 0.22
+    )
     smb = accounts.filter(pl.col("segment") == "smb")
-    assert (smb["contract_months"] == 12).all() and set(smb["plan"].unique()) <= {"starter", "growth"}
+    assert (smb["contract_months"] == 12).all() and set(smb["plan"].unique()) <= {
+        "starter",
+        "growth",
+    }
     ent = accounts.filter(pl.col("segment") == "enterprise")
     assert (ent["plan"] == "enterprise").all()
     # Enterprise sits with the three senior CSMs.
     assert ent["owner"].n_unique() == 3
     # Invoice cadence follows the segment: smb monthly, enterprise annual.
     gaps = (
-        book["invoices"].join(accounts.select("account_id", "segment"), on="account_id")
+        book["invoices"]
+        .join(accounts.select("account_id", "segment"), on="account_id")
         .sort("account_id", "issued_at")
         .with_columns(gap=pl.col("issued_at").diff().dt.total_days().over("account_id"))
-        .group_by("segment").agg(pl.col("gap").median())
+        .group_by("segment")
+        .agg(pl.col("gap").median())
     )
     median_gap = dict(gaps.iter_rows())
     assert 28 <= median_gap["smb"] <= 31 and 360 <= median_gap["enterprise"] <= 370
@@ -130,9 +143,14 @@ def test_nothing_is_dated_after_the_end_of_history(book: dict[str, pl.DataFrame]
 
 def test_usage_is_daily_from_start_to_end_or_churn(book: dict[str, pl.DataFrame]) -> None:
     accounts = book["accounts"]
-    span = book["usage"].group_by("account_id", "metric").agg(
-        first=pl.col("date").min(), last=pl.col("date").max(), rows=pl.len()
-    ).join(accounts.select("account_id", "start_date", "renewal_date", "status"), on="account_id")
+    span = (
+        book["usage"]
+        .group_by("account_id", "metric")
+        .agg(first=pl.col("date").min(), last=pl.col("date").max(), rows=pl.len())
+        .join(
+            accounts.select("account_id", "start_date", "renewal_date", "status"), on="account_id"
+        )
+    )
     assert set(book["usage"]["metric"].unique()) == set(sample.METRICS)
     # A day without activity is a 0, not a missing row.
     assert (span["rows"] == (span["last"] - span["first"]).dt.total_days() + 1).all()
@@ -161,19 +179,23 @@ def test_feature_users_never_exceed_active_users(book: dict[str, pl.DataFrame]) 
 
 
 def test_weekends_and_year_end_are_quieter(book: dict[str, pl.DataFrame]) -> None:
-    daily = book["usage"].filter(pl.col("metric") == "active_users").group_by("date").agg(
-        pl.col("value").sum()
+    daily = (
+        book["usage"]
+        .filter(pl.col("metric") == "active_users")
+        .group_by("date")
+        .agg(pl.col("value").sum())
     )
     weekday = daily.with_columns(weekend=pl.col("date").dt.weekday() >= 6)
     means = dict(weekday.group_by("weekend").agg(pl.col("value").mean()).iter_rows())
     assert means[True] < 0.3 * means[False]
     holidays = daily.filter(
-        (pl.col("date").dt.month() == 12) & (pl.col("date").dt.day().is_between(22, 31))
+        (pl.col("date").dt.month() == 12)
+        & (pl.col("date").dt.day().is_between(22, 31))
         & (pl.col("date").dt.weekday() <= 5)
     )["value"].mean()
-    november = daily.filter(
-        (pl.col("date").dt.month() == 11) & (pl.col("date").dt.weekday() <= 5)
-    )["value"].mean()
+    november = daily.filter((pl.col("date").dt.month() == 11) & (pl.col("date").dt.weekday() <= 5))[
+        "value"
+    ].mean()
     assert holidays < 0.7 * november
 
 
@@ -191,8 +213,10 @@ def test_churned_accounts_stop_at_their_churn_date(book: dict[str, pl.DataFrame]
     for name, spec in TABLES.items():
         if name in ("accounts", "outcomes") or not spec.time_column:
             continue
-        late = book[name].join(dates, on="account_id").filter(
-            pl.col(spec.time_column).cast(pl.Date) > pl.col("churn")
+        late = (
+            book[name]
+            .join(dates, on="account_id")
+            .filter(pl.col(spec.time_column).cast(pl.Date) > pl.col("churn"))
         )
         assert late.height == 0, f"{name} has rows after churn"
 
@@ -200,7 +224,10 @@ def test_churned_accounts_stop_at_their_churn_date(book: dict[str, pl.DataFrame]
 def test_outcomes_have_consistent_arr(book: dict[str, pl.DataFrame]) -> None:
     out = book["outcomes"]
     assert set(out["outcome"].unique()) == {"renewed", "expanded", "downgraded", "churned"}
-    by = {k: out.filter(pl.col("outcome") == k) for k in ("renewed", "expanded", "downgraded", "churned")}
+    by = {
+        k: out.filter(pl.col("outcome") == k)
+        for k in ("renewed", "expanded", "downgraded", "churned")
+    }
     assert (by["churned"]["arr_after"] == 0).all()
     assert (by["expanded"]["arr_after"] > by["expanded"]["arr_before"]).all()
     assert (by["downgraded"]["arr_after"] < by["downgraded"]["arr_before"]).all()
@@ -209,12 +236,17 @@ def test_outcomes_have_consistent_arr(book: dict[str, pl.DataFrame]) -> None:
     assert (renewed["arr_after"] <= renewed["arr_before"] * 1.07).all()
     # One account's renewals chain: each starts from the ARR the previous one ended at, and
     # the last one ends at today's ARR.
-    chain = out.sort("account_id", "renewal_date").with_columns(
-        prev_after=pl.col("arr_after").shift().over("account_id")
-    ).drop_nulls("prev_after")
+    chain = (
+        out.sort("account_id", "renewal_date")
+        .with_columns(prev_after=pl.col("arr_after").shift().over("account_id"))
+        .drop_nulls("prev_after")
+    )
     assert (chain["prev_after"] == chain["arr_before"]).all()
-    last = out.sort("renewal_date").group_by("account_id").last().join(
-        book["accounts"].select("account_id", "arr"), on="account_id"
+    last = (
+        out.sort("renewal_date")
+        .group_by("account_id")
+        .last()
+        .join(book["accounts"].select("account_id", "arr"), on="account_id")
     )
     assert (last["arr_after"] == last["arr"]).all()
 
@@ -224,7 +256,9 @@ def test_tickets_invoices_surveys_are_internally_consistent(book: dict[str, pl.D
     assert set(t["priority"].unique()) == {"P1", "P2", "P3", "P4"}
     assert (t["priority"] == "P1").mean() < 0.1
     assert ((t["status"] == "open") == t["closed_at"].is_null()).all()
-    assert (t["closed_at"].drop_nulls() >= t.filter(pl.col("closed_at").is_not_null())["opened_at"]).all()
+    assert (
+        t["closed_at"].drop_nulls() >= t.filter(pl.col("closed_at").is_not_null())["opened_at"]
+    ).all()
     assert t["sentiment"].is_between(-1, 1).all()
     business = t.filter(pl.col("priority") != "P1")
     assert business["opened_at"].dt.hour().is_between(8, 17).all()
@@ -249,22 +283,38 @@ def test_tickets_invoices_surveys_are_internally_consistent(book: dict[str, pl.D
     kinds = set(book["touchpoints"]["kind"].unique())
     assert kinds == {"exec_meeting", "qbr", "call", "onboarding"}
     milestone_kinds = set(book["milestones"]["kind"].unique())
-    assert {"kickoff", "go_live", "feature_adopted", "champion_left", "renewal_signed"} <= milestone_kinds
+    assert {
+        "kickoff",
+        "go_live",
+        "feature_adopted",
+        "champion_left",
+        "renewal_signed",
+    } <= milestone_kinds
 
 
 def test_segment_shapes_the_touchpoint_mix(book: dict[str, pl.DataFrame]) -> None:
     """Enterprise and mid get quarterly QBRs and exec meetings; smb is mostly calls."""
     accounts = book["accounts"].select("account_id", "segment")
-    per_account = accounts.join(
-        book["touchpoints"].group_by("account_id").agg(
-            qbr=(pl.col("kind") == "qbr").sum(), execs=(pl.col("kind") == "exec_meeting").sum()
-        ),
-        on="account_id", how="left",
-    ).fill_null(0).group_by("segment").agg(pl.col("qbr", "execs").mean())
+    per_account = (
+        accounts.join(
+            book["touchpoints"]
+            .group_by("account_id")
+            .agg(
+                qbr=(pl.col("kind") == "qbr").sum(), execs=(pl.col("kind") == "exec_meeting").sum()
+            ),
+            on="account_id",
+            how="left",
+        )
+        .fill_null(0)
+        .group_by("segment")
+        .agg(pl.col("qbr", "execs").mean())
+    )
     rows = {r["segment"]: r for r in per_account.iter_rows(named=True)}
     assert rows["enterprise"]["qbr"] > 3 * rows["smb"]["qbr"]
     assert rows["enterprise"]["execs"] > 3 * rows["smb"]["execs"]
-    smb_kinds = book["touchpoints"].join(accounts, on="account_id").filter(pl.col("segment") == "smb")
+    smb_kinds = (
+        book["touchpoints"].join(accounts, on="account_id").filter(pl.col("segment") == "smb")
+    )
     assert (smb_kinds["kind"] == "call").mean() > 0.6
 
 
@@ -277,7 +327,9 @@ def test_churn_rate_is_in_a_plausible_band(outcomes: pl.DataFrame) -> None:
 
 
 def test_young_accounts_and_small_accounts_churn_more(outcomes: pl.DataFrame) -> None:
-    by_age = dict(outcomes.group_by(pl.col("tenure_days") < 400).agg(pl.col("churned").mean()).iter_rows())
+    by_age = dict(
+        outcomes.group_by(pl.col("tenure_days") < 400).agg(pl.col("churned").mean()).iter_rows()
+    )
     assert by_age[True] > 1.3 * by_age[False]
     by_segment = dict(outcomes.group_by("segment").agg(pl.col("churned").mean()).iter_rows())
     assert by_segment["enterprise"] < by_segment["smb"]
@@ -296,30 +348,43 @@ def test_usage_falls_before_churn(book: dict[str, pl.DataFrame], outcomes: pl.Da
     the two medians would be within a few hundredths of each other.
     """
     daily = book["usage"].filter(pl.col("metric") == "active_users")
-    windows = outcomes.join(daily, on="account_id").with_columns(
-        before=(pl.col("renewal_date") - pl.col("date")).dt.total_days()
-    ).group_by("account_id", "renewal_date", "churned").agg(
-        recent=pl.col("value").filter(pl.col("before").is_between(1, 90)).mean(),
-        recent_days=pl.col("value").filter(pl.col("before").is_between(1, 90)).len(),
-        baseline=pl.col("value").filter(pl.col("before").is_between(180, 365)).mean(),
-        baseline_days=pl.col("value").filter(pl.col("before").is_between(180, 365)).len(),
-    ).filter(pl.col("recent_days") >= 30, pl.col("baseline_days") >= 60)
+    windows = (
+        outcomes.join(daily, on="account_id")
+        .with_columns(before=(pl.col("renewal_date") - pl.col("date")).dt.total_days())
+        .group_by("account_id", "renewal_date", "churned")
+        .agg(
+            recent=pl.col("value").filter(pl.col("before").is_between(1, 90)).mean(),
+            recent_days=pl.col("value").filter(pl.col("before").is_between(1, 90)).len(),
+            baseline=pl.col("value").filter(pl.col("before").is_between(180, 365)).mean(),
+            baseline_days=pl.col("value").filter(pl.col("before").is_between(180, 365)).len(),
+        )
+        .filter(pl.col("recent_days") >= 30, pl.col("baseline_days") >= 60)
+    )
     ratio = dict(
-        windows.group_by("churned").agg((pl.col("recent") / pl.col("baseline")).median()).iter_rows()
+        windows.group_by("churned")
+        .agg((pl.col("recent") / pl.col("baseline")).median())
+        .iter_rows()
     )
     assert windows.filter("churned").height >= 40
     assert ratio[True] <= ratio[False] - 0.2, ratio
 
 
-def test_high_priority_tickets_rise_before_churn(book: dict[str, pl.DataFrame], outcomes: pl.DataFrame) -> None:
+def test_high_priority_tickets_rise_before_churn(
+    book: dict[str, pl.DataFrame], outcomes: pl.DataFrame
+) -> None:
     """P1/P2 tickets opened in the 180 days before the renewal, per renewal. Churned periods
     are mostly small accounts (fewer tickets), so a raw 1.5x is a conservative margin; the
     generator gives about 2.5-3x across seeds."""
     urgent = book["tickets"].filter(pl.col("priority").is_in(["P1", "P2"]))
-    counts = outcomes.join(urgent, on="account_id", how="left").with_columns(
-        before=(pl.col("renewal_date").cast(pl.Datetime("us")) - pl.col("opened_at")).dt.total_days()
-    ).group_by("account_id", "renewal_date", "churned").agg(
-        urgent=pl.col("before").is_between(0, 179).sum()
+    counts = (
+        outcomes.join(urgent, on="account_id", how="left")
+        .with_columns(
+            before=(
+                pl.col("renewal_date").cast(pl.Datetime("us")) - pl.col("opened_at")
+            ).dt.total_days()
+        )
+        .group_by("account_id", "renewal_date", "churned")
+        .agg(urgent=pl.col("before").is_between(0, 179).sum())
     )
     mean = dict(counts.group_by("churned").agg(pl.col("urgent").mean()).iter_rows())
     assert mean[True] > 1.5 * mean[False], mean
@@ -329,31 +394,56 @@ def test_detractors_and_lapsed_exec_meetings_precede_churn(
     book: dict[str, pl.DataFrame], outcomes: pl.DataFrame
 ) -> None:
     nps = book["surveys"].filter(pl.col("kind") == "nps")
-    scores = outcomes.join(nps, on="account_id").filter(
-        (pl.col("renewal_date") - pl.col("responded_at")).dt.total_days().is_between(0, 180)
-    ).group_by("churned").agg(pl.col("score").mean())
+    scores = (
+        outcomes.join(nps, on="account_id")
+        .filter(
+            (pl.col("renewal_date") - pl.col("responded_at")).dt.total_days().is_between(0, 180)
+        )
+        .group_by("churned")
+        .agg(pl.col("score").mean())
+    )
     mean = dict(scores.iter_rows())
     assert mean[True] < mean[False] - 1.0, mean
     champion = book["milestones"].filter(pl.col("kind") == "champion_left")
-    lost = outcomes.join(champion, on="account_id", how="left").with_columns(
-        hit=(pl.col("renewal_date") - pl.col("at")).dt.total_days().is_between(0, 300)
-    ).group_by("account_id", "renewal_date", "churned").agg(pl.col("hit").any())
+    lost = (
+        outcomes.join(champion, on="account_id", how="left")
+        .with_columns(
+            hit=(pl.col("renewal_date") - pl.col("at")).dt.total_days().is_between(0, 300)
+        )
+        .group_by("account_id", "renewal_date", "churned")
+        .agg(pl.col("hit").any())
+    )
     share = dict(lost.group_by("churned").agg(pl.col("hit").mean()).iter_rows())
     assert share[True] > 2 * share[False], share
 
 
 def test_some_of_todays_customers_are_declining_now(book: dict[str, pl.DataFrame]) -> None:
     """The app needs accounts in trouble today: last 60 days at least 20% below the level
-    150-330 days ago. The generator has ~10-20% of active accounts in a decline story, about
-    half of them far enough along to show this drop."""
-    active = book["accounts"].filter(pl.col("status") == "active").select("account_id")
-    daily = book["usage"].filter(pl.col("metric") == "active_users").join(active, on="account_id")
-    trend = daily.with_columns(ago=(pl.lit(END) - pl.col("date")).dt.total_days()).group_by(
-        "account_id"
-    ).agg(
-        recent=pl.col("value").filter(pl.col("ago") < 60).mean(),
-        baseline=pl.col("value").filter(pl.col("ago").is_between(150, 330)).mean(),
-    ).drop_nulls()
+    150-330 days ago. Only accounts with the same seats over that whole year count (past
+    onboarding, no expansion or downgrade since), so a seat change or a ramp-up cannot fake
+    a decline.
+    Without the decline story this share is about 0; the generator puts ~10-20% of active
+    accounts in a decline story, about half of them far enough along to show this drop."""
+    year_ago = END - dt.timedelta(days=365)
+    reseated = book["outcomes"].filter(
+        pl.col("renewal_date") > year_ago, pl.col("outcome") != "renewed"
+    )
+    steady = (
+        book["accounts"]
+        .filter(pl.col("status") == "active", pl.col("start_date") < year_ago - dt.timedelta(90))
+        .join(reseated, on="account_id", how="anti")
+        .select("account_id")
+    )
+    daily = book["usage"].filter(pl.col("metric") == "active_users").join(steady, on="account_id")
+    trend = (
+        daily.with_columns(ago=(pl.lit(END) - pl.col("date")).dt.total_days())
+        .group_by("account_id")
+        .agg(
+            recent=pl.col("value").filter(pl.col("ago") < 60).mean(),
+            baseline=pl.col("value").filter(pl.col("ago").is_between(150, 330)).mean(),
+        )
+    )
+    assert trend.height > 100
     share = (trend["recent"] < 0.8 * trend["baseline"]).mean()
     assert 0.04 <= share <= 0.3, share
 
@@ -373,8 +463,12 @@ def test_write_in_chunks_matches_generate(tmp_path: Path, monkeypatch: pytest.Mo
         assert_frame_equal(pl.read_parquet(out / f"{name}.parquet"), expected[name])
     assert pq.ParquetFile(out / "usage.parquet").num_row_groups >= 3
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest == {"accounts": 60, "seed": 3, "end_date": "2026-11-30",
-                        "version": sample.SAMPLE_VERSION}
+    assert manifest == {
+        "accounts": 60,
+        "seed": 3,
+        "end_date": "2026-11-30",
+        "version": sample.SAMPLE_VERSION,
+    }
     assert [p.name for p in tmp_path.iterdir()] == ["book"]
 
 
@@ -420,7 +514,9 @@ def test_ensure_sample_is_safe_when_called_concurrently(tmp_path: Path) -> None:
 
 def test_factory_is_registered_and_reads_its_settings(tmp_path: Path) -> None:
     source = registry.build(
-        "demo", {"kind": "sample", "accounts": 60, "seed": 3, "path": "book"}, base_dir=str(tmp_path)
+        "demo",
+        {"kind": "sample", "accounts": 60, "seed": 3, "path": "book"},
+        base_dir=str(tmp_path),
     )
     assert isinstance(source, sample.SampleSource)
     assert source.name == "demo"
@@ -448,7 +544,9 @@ def test_factory_rejects_bad_settings(tmp_path: Path, settings: dict, fragment: 
 
 
 def test_load_returns_the_validated_book(tmp_path: Path) -> None:
-    source = sample.make_sample_source("demo", {"accounts": 60, "path": "book"}, base_dir=str(tmp_path))
+    source = sample.make_sample_source(
+        "demo", {"accounts": 60, "path": "book"}, base_dir=str(tmp_path)
+    )
     result = source.load()
     assert result.source == "demo"
     assert result.ok, [str(p) for p in result.errors]
