@@ -13,8 +13,8 @@ The whole computation is one lazy Polars plan. Its shape is what keeps 100k acco
   index of each record: "first as-of date at or after the event", then a running total or
   forward fill along the as-of axis.
 
-Every feature frame is produced dense (all accounts x all as-of dates) and joined to
-the account x date frame on integer keys.
+Accounts are integer keys (their position in `accounts`), and every feature frame is
+keyed by one integer per (account, date) row, so the frames join on a single int column.
 
 Point-in-time rules (DESIGN.md): a record counts at T when its time column's date is
 <= T; a ticket is open at T when opened <= T and (closed is null or closed > T); an
@@ -37,6 +37,7 @@ from health.schema import TABLES
 Frame = pl.LazyFrame | pl.DataFrame
 KEY = "_key"
 T_IDX = "_t"
+ROW = "_row"
 AS_OF = "as_of"
 
 DEFAULT_VALUE = {"usage": "value", "surveys": "score", "invoices": "amount"}
@@ -196,6 +197,29 @@ def as_of_frame(as_of: Sequence[dt.date]) -> pl.DataFrame:
     return pl.DataFrame({AS_OF: dates, T_IDX: list(range(len(dates)))}, schema={AS_OF: pl.Date, T_IDX: pl.Int32})
 
 
+@dataclass(frozen=True)
+class _Grid:
+    """Integer keys: an account is its position in `accounts`, a row of the account x
+    date grid is `key * n_dates + date index`. Joining on one integer is several times
+    faster than on (account_id, date)."""
+
+    ids: pl.Enum
+    n_keys: int
+    dates: pl.DataFrame
+
+    @property
+    def n_dates(self) -> int:
+        return self.dates.height
+
+    def key(self) -> pl.Expr:
+        """account_id -> key; accounts not in `accounts` become null (and drop out)."""
+        return pl.col("account_id").cast(self.ids, strict=False).to_physical().cast(pl.Int64)
+
+    def dense(self, width: int, name: str) -> pl.LazyFrame:
+        """Every (key, 0..width-1) pair, in order, as one integer column."""
+        return pl.LazyFrame().select(pl.int_range(0, self.n_keys * width, dtype=pl.Int64).alias(name))
+
+
 def compute_features(
     tables: Mapping[str, Frame],
     model: HealthModel,
@@ -205,22 +229,28 @@ def compute_features(
     """Raw signal values for every account active at each as-of date.
 
     Returns a LazyFrame with account_id, as_of, every accounts column, and one Float64
-    column per signal (named after the signal). Nothing is collected here.
+    column per signal (named after the signal). Only the account ids are read eagerly
+    (to fix the integer keys); the rest is one lazy plan.
     """
     plan = FeaturePlan(model, signals)
     dates = as_of_frame(as_of)
-    accounts = _lazy(tables["accounts"]).with_row_index(KEY).with_columns(pl.col(KEY).cast(pl.Int64))
-    keys = accounts.select(KEY, "account_id")
+    accounts = _lazy(tables["accounts"])
+    ids = accounts.select(pl.col("account_id").drop_nulls().unique(maintain_order=True)).collect()["account_id"]
+    grid = _Grid(pl.Enum(ids), len(ids), dates)
     acc_schema = accounts.collect_schema()
 
-    wide = accounts.join(dates.lazy(), how="cross")
+    wide = (
+        accounts.with_columns(grid.key().alias(KEY))
+        .join(dates.lazy(), how="cross")
+        .with_columns((pl.col(KEY) * grid.n_dates + pl.col(T_IDX)).alias(ROW))
+    )
     for table, tplan in plan.tables.items():
         frame = tables.get(table)
         if frame is None:
             wide = wide.with_columns(_empty_columns(tplan))
             continue
-        for part in _table_features(_lazy(frame), tplan, keys, dates):
-            wide = wide.join(part, on=[KEY, T_IDX], how="left")
+        for part in _table_features(_lazy(frame), tplan, grid):
+            wide = wide.join(part, on=ROW, how="left")
 
     raw_exprs = []
     for name in plan.names:
@@ -267,9 +297,7 @@ def _active_only(wide: pl.LazyFrame, tables: Mapping[str, Frame], acc_schema: pl
     return wide.filter(cond)
 
 
-def _table_features(
-    frame: pl.LazyFrame, tplan: _TablePlan, keys: pl.LazyFrame, dates: pl.DataFrame
-) -> list[pl.LazyFrame]:
+def _table_features(frame: pl.LazyFrame, tplan: _TablePlan, grid: _Grid) -> list[pl.LazyFrame]:
     schema = frame.collect_schema()
     spec = TABLES[tplan.table]
     tcol = spec.time_column
@@ -279,15 +307,22 @@ def _table_features(
         frame = frame.filter(pl.col("metric").is_in(sorted(tplan.metrics)))
     out: list[pl.LazyFrame] = []
     if tplan.windows:
-        out.append(_window_features(frame, tplan, keys, dates))
+        out.append(_window_features(frame, tplan, grid))
     if tplan.states:
-        out.append(_state_features(frame, schema, tplan, keys, dates))
+        out.append(_state_features(frame, schema, tplan, grid))
     return out
 
 
-def _window_features(frame: pl.LazyFrame, tplan: _TablePlan, keys: pl.LazyFrame, dates: pl.DataFrame) -> pl.LazyFrame:
-    """Window sums on fixed-width bins: one pass over the records, then shifts."""
-    as_of = dates[AS_OF].to_list()
+def _window_features(frame: pl.LazyFrame, tplan: _TablePlan, grid: _Grid) -> pl.LazyFrame:
+    """Window sums on fixed-width bins: one pass over the records, then shifts.
+
+    The dense (account x bin) grid is laid out account after account; the running total
+    runs over the whole grid and a window sum is the difference of two of its values.
+    Crossing into the previous account's block is harmless: the subtraction removes
+    everything before the window, whoever it belonged to. `k_max` is chosen so that no
+    window of an as-of row reaches further back than its own block.
+    """
+    as_of = grid.dates[AS_OF].to_list()
     origin = as_of[-1]
     spans = [(origin - d).days for d in as_of]
     lengths = [v for (_, w, off) in tplan.windows.values() for v in (w, off) if v]
@@ -296,34 +331,34 @@ def _window_features(frame: pl.LazyFrame, tplan: _TablePlan, keys: pl.LazyFrame,
     k_max = max(spans) // g + reach // g - 1
     n_bins = k_max + 1
 
+    k = (pl.lit(origin) - pl.col("_date")).dt.total_days() // g
     binned = (
-        frame.with_columns(((pl.lit(origin) - pl.col("_date")).dt.total_days() // g).alias("_k"))
+        frame.with_columns(k.alias("_k"))
         .filter((pl.col("_k") >= 0) & (pl.col("_k") <= k_max))
-        .group_by("account_id", "_k")
+        .with_columns((grid.key() * n_bins + (k_max - pl.col("_k"))).alias("_ck"))
+        .filter(pl.col("_ck").is_not_null())
+        .group_by("_ck")
         .agg([expr.sum().alias(name) for name, expr in tplan.agg_exprs.items()])
-        .with_columns((k_max - pl.col("_k")).cast(pl.Int32).alias("_j"))
-        .drop("_k")
     )
-    t_by_bin = {k_max - (origin - d).days // g: i for i, d in enumerate(as_of)}
-    bins = pl.DataFrame(
-        {"_j": list(range(n_bins)), T_IDX: [t_by_bin.get(j) for j in range(n_bins)]},
-        schema={"_j": pl.Int32, T_IDX: pl.Int32},
-    ).lazy()
+    t_of_bin = {k_max - span // g: i for i, span in enumerate(spans)}
     dense = (
-        keys.select(KEY, "account_id")
-        .join(bins, how="cross")
-        .join(binned, on=["account_id", "_j"], how="left")
-        .sort(KEY, "_j")
-        .with_columns([pl.col(c).fill_null(0) for c in tplan.agg_exprs])
-        .with_columns([pl.col(c).cum_sum().over(KEY).alias(f"_P{c}") for c in tplan.agg_exprs])
+        grid.dense(n_bins, "_ck")
+        .join(binned, on="_ck", how="left", maintain_order="left")
+        .with_columns([pl.col(c).fill_null(0).cum_sum().alias(f"_P{c}") for c in tplan.agg_exprs])
     )
     sums = []
     for name, (agg, w, off) in tplan.windows.items():
         running = pl.col(f"_P{agg}")
-        upper = running.shift(off // g, fill_value=0).over(KEY) if off else running
-        lower = running.shift((off + w) // g, fill_value=0).over(KEY)
+        upper = running.shift(off // g, fill_value=0) if off else running
+        lower = running.shift((off + w) // g, fill_value=0)
         sums.append((upper - lower).alias(name))
-    return dense.with_columns(sums).filter(pl.col(T_IDX).is_not_null()).select(KEY, T_IDX, *tplan.windows)
+    t_idx = (pl.col("_ck") % n_bins).replace_strict(t_of_bin, default=None, return_dtype=pl.Int64)
+    return (
+        dense.with_columns(sums)
+        .with_columns(t_idx.alias(T_IDX))
+        .filter(pl.col(T_IDX).is_not_null())
+        .select(((pl.col("_ck") // n_bins) * grid.n_dates + pl.col(T_IDX)).alias(ROW), *tplan.windows)
+    )
 
 
 def _index_of(dates: pl.DataFrame, expr: pl.Expr, side: str = "left") -> pl.Expr:
@@ -332,27 +367,30 @@ def _index_of(dates: pl.DataFrame, expr: pl.Expr, side: str = "left") -> pl.Expr
     return pl.when(expr.is_not_null()).then(found)
 
 
-def _dense_on_dates(keys: pl.LazyFrame, dates: pl.DataFrame) -> pl.LazyFrame:
-    return keys.select(KEY, "account_id").join(dates.lazy(), how="cross")
+def _state_features(frame: pl.LazyFrame, schema: pl.Schema, tplan: _TablePlan, grid: _Grid) -> pl.LazyFrame:
+    dates, n = grid.dates, grid.n_dates
+    dense = grid.dense(n, ROW).with_columns(
+        (pl.col(ROW) // n).alias(KEY),
+        pl.lit(dates[AS_OF]).gather(pl.col(ROW) % n).alias(AS_OF),
+    )
+    frame = frame.with_columns(grid.key().alias(KEY)).filter(pl.col(KEY).is_not_null())
 
+    def row_of(t_idx: pl.Expr) -> pl.Expr:
+        return pl.col(KEY) * n + t_idx
 
-def _state_features(
-    frame: pl.LazyFrame, schema: pl.Schema, tplan: _TablePlan, keys: pl.LazyFrame, dates: pl.DataFrame
-) -> pl.LazyFrame:
-    n = dates.height
-    dense = _dense_on_dates(keys, dates)
     outputs: list[pl.Expr] = []
     for col, (kind, sig) in tplan.states.items():
         cond = _cond(sig, tplan.table)
         rows = frame.filter(cond)
         if kind in ("latest", "days_since"):
             value = sig.value or DEFAULT_VALUE.get(tplan.table)
-            picked = rows.with_columns(_index_of(dates, pl.col("_date")).alias(T_IDX)).filter(pl.col(T_IDX) < n)
+            t = _index_of(dates, pl.col("_date"))
+            picked = rows.filter(t < n).with_columns(row_of(t).alias(ROW))
             aggs = [pl.col("_date").max().alias(f"{col}_at")]
             if kind == "latest":
                 aggs.append(pl.col(value).cast(pl.Float64).sort_by("_date").last().alias(f"{col}_v"))  # type: ignore[arg-type]
-            per_t = picked.group_by("account_id", T_IDX).agg(aggs)
-            dense = dense.join(per_t, on=["account_id", T_IDX], how="left").sort(KEY, T_IDX).with_columns(
+            per_t = picked.group_by(ROW).agg(aggs)
+            dense = dense.join(per_t, on=ROW, how="left", maintain_order="left").with_columns(
                 pl.col(c).forward_fill().over(KEY) for c in [a.meta.output_name() for a in aggs]
             )
             age = (pl.col(AS_OF) - pl.col(f"{col}_at")).dt.total_days()
@@ -363,13 +401,18 @@ def _state_features(
             start, end = OPEN_COLUMNS[tplan.table]
             lo = _index_of(dates, _date(start, schema))
             hi = _index_of(dates, _date(end, schema)).fill_null(n) if end in schema else pl.lit(n, pl.Int32)
-            events = pl.concat(
-                [
-                    rows.select("account_id", lo.alias(T_IDX), pl.lit(1, pl.Int64).alias("_d")),
-                    rows.select("account_id", hi.alias(T_IDX), pl.lit(-1, pl.Int64).alias("_d")),
-                ]
-            ).filter(pl.col(T_IDX) < n).group_by("account_id", T_IDX).agg(pl.col("_d").sum())
-            dense = dense.join(events.rename({"_d": f"{col}_d"}), on=["account_id", T_IDX], how="left")
+            events = (
+                pl.concat(
+                    [
+                        rows.select(KEY, lo.alias(T_IDX), pl.lit(1, pl.Int64).alias("_d")),
+                        rows.select(KEY, hi.alias(T_IDX), pl.lit(-1, pl.Int64).alias("_d")),
+                    ]
+                )
+                .filter(pl.col(T_IDX) < n)
+                .group_by(row_of(pl.col(T_IDX)).alias(ROW))
+                .agg(pl.col("_d").sum().alias(f"{col}_d"))
+            )
+            dense = dense.join(events, on=ROW, how="left", maintain_order="left")
             outputs.append(pl.col(f"{col}_d").fill_null(0).cum_sum().over(KEY).cast(pl.Float64).alias(col))
         else:  # open_max_age, max_days_overdue: explode each record over the dates it is open
             start, end = OPEN_COLUMNS[tplan.table]
@@ -383,15 +426,14 @@ def _state_features(
                 lo = _index_of(dates, since)
             hi = _index_of(dates, _date(end, schema)).fill_null(n) if end in schema else pl.lit(n, pl.Int32)
             spans = (
-                rows.select("account_id", since.alias("_since"), lo.alias("_lo"), hi.alias("_hi"))
+                rows.select(KEY, since.alias("_since"), lo.alias("_lo"), hi.alias("_hi"))
                 .filter(pl.col("_lo") < pl.col("_hi"))
                 .with_columns(pl.int_ranges("_lo", "_hi", dtype=pl.Int32).alias(T_IDX))
                 .explode(T_IDX)
-                .group_by("account_id", T_IDX)
+                .group_by(row_of(pl.col(T_IDX)).alias(ROW))
                 .agg(pl.col("_since").min().alias(f"{col}_since"))
             )
-            dense = dense.join(spans, on=["account_id", T_IDX], how="left")
+            dense = dense.join(spans, on=ROW, how="left", maintain_order="left")
             days = (pl.col(AS_OF) - pl.col(f"{col}_since")).dt.total_days().cast(pl.Float64)
             outputs.append(days.fill_null(0.0).alias(col))
-    # Running totals read rows in date order: sort once, after the last join.
-    return dense.sort(KEY, T_IDX).select(KEY, T_IDX, *outputs)
+    return dense.select(ROW, *outputs)

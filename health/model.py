@@ -9,10 +9,11 @@ columns, tiers are ordered, ...). `health.model_loader` turns every failure into
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator, model_validator
 
 TIER_NAMES: tuple[str, ...] = ("at_risk", "watch", "healthy")
 INSUFFICIENT = "insufficient_data"
@@ -53,6 +54,8 @@ _DURATION = re.compile(r"^\s*(\d+)\s*([dw])\s*$")
 
 def parse_days(text: str | int) -> int:
     """'28d' -> 28, '4w' -> 28, 28 -> 28."""
+    if isinstance(text, bool):
+        raise ValueError(f"{text!r} is not a duration; write it like 28d or 4w")
     if isinstance(text, int):
         if text <= 0:
             raise ValueError("a duration must be positive")
@@ -66,7 +69,7 @@ def parse_days(text: str | int) -> int:
     return n
 
 
-Duration = Annotated[str | int, Field(description="a duration like 28d or 4w")]
+Duration = Annotated[StrictStr | StrictInt, Field(description="a duration like 28d or 4w")]
 
 
 class Strict(BaseModel):
@@ -87,7 +90,7 @@ class Operand(Strict):
     @model_validator(mode="after")
     def _shape(self) -> "Operand":
         if self.column is not None:
-            if any(v is not None for v in (self.table, self.measure, self.metric, self.where, self.window)):
+            if any(v is not None for v in (self.table, self.measure, self.metric, self.where, self.window, self.value)):
                 raise ValueError("an operand is either `column: <account column>` or a table measure, not both")
             return self
         missing = [k for k in ("table", "measure", "window") if getattr(self, k) is None]
@@ -127,6 +130,8 @@ class Signal(Strict):
         if len(v) < 2:
             raise ValueError("give at least two [raw value, sub-score] points")
         xs = [p[0] for p in v]
+        if not all(math.isfinite(x) and math.isfinite(y) for x, y in v):
+            raise ValueError("score points must be finite numbers (no .nan / .inf)")
         if any(b <= a for a, b in zip(xs, xs[1:])):
             raise ValueError(f"the raw values of the points must increase strictly, got {xs}")
         bad = [p[1] for p in v if not 0 <= p[1] <= 100]
@@ -205,6 +210,9 @@ class Segment(Strict):
     def _weights(cls, v: dict[str, float]) -> dict[str, float]:
         if not v:
             raise ValueError("a segment needs at least one weight")
+        odd = [k for k, w in v.items() if not math.isfinite(w)]
+        if odd:
+            raise ValueError(f"weights must be finite numbers: {', '.join(odd)}")
         neg = [k for k, w in v.items() if w < 0]
         if neg:
             raise ValueError(f"weights must not be negative: {', '.join(neg)}")

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 import polars as pl
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from health.model import (
     HealthModel,
@@ -219,6 +219,8 @@ def parse_model(text: str, file: str = "weights.yaml") -> LoadedModel:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         raise ModelError([ModelIssue(file, line, "", f"not valid YAML: {exc.problem or exc}")]) from None
+    except YAMLError as exc:  # e.g. a control character the reader refuses
+        raise ModelError([ModelIssue(file, None, "", f"not valid YAML: {exc}")]) from None
     col = _Collector(file, _Locator(doc))
     if not isinstance(doc, dict):
         col.add((), "the model must be a mapping with signals, segments and tiers")
@@ -239,14 +241,32 @@ def parse_model(text: str, file: str = "weights.yaml") -> LoadedModel:
     tiers = _one(col, ("tiers",), data.get("tiers"), Tiers) if "tiers" in data else None
     traj = _one(col, ("trajectory",), data.get("trajectory", {}), Trajectory)
     scalars: dict[str, Any] = {}
+    placeholder = {"signals": {}, "segments": {}, "tiers": {"at_risk": 0, "watch": 1}}
+    extra_raw = data.get("extra_columns")
+    if isinstance(extra_raw, dict):
+        # Column by column: one bad type must not hide the other declared columns.
+        kept: dict[str, dict[str, Any]] = {}
+        for table, cols in extra_raw.items():
+            if not isinstance(cols, dict):
+                col.add(("extra_columns", table), "list the columns as `name: type` pairs")
+                continue
+            for name, kind in cols.items():
+                if kind in EXTRA_TYPES:
+                    kept.setdefault(table, {})[name] = kind
+                else:
+                    col.add(
+                        ("extra_columns", table, name),
+                        f"'{kind}' is not allowed{did_you_mean(kind, EXTRA_TYPES)}; use one of: {', '.join(EXTRA_TYPES)}",
+                    )
+        data = {**data, "extra_columns": kept}
     for key in ("version", "description", "min_coverage", "extra_columns"):
-        if key in data:
+        if key not in data:
+            continue
+        try:  # one key at a time: a bad min_coverage must not discard extra_columns
+            HealthModel.model_validate({key: data[key], **placeholder})
             scalars[key] = data[key]
-    try:
-        HealthModel.model_validate({**scalars, "signals": {}, "segments": {}, "tiers": {"at_risk": 0, "watch": 1}})
-    except ValidationError as exc:
-        col.pydantic((), exc, HealthModel)
-        scalars = {}
+        except ValidationError as exc:
+            col.pydantic((), exc, HealthModel)
 
     extra = scalars.get("extra_columns", {}) or {}
     _cross_check(col, data, signals, segments, rules, traj, extra)
@@ -268,6 +288,12 @@ def load_model(path: str | Path = "weights.yaml") -> LoadedModel:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ModelError([ModelIssue(str(path), None, "", "file not found")]) from None
+    except UnicodeDecodeError as exc:
+        raise ModelError(
+            [ModelIssue(str(path), None, "", f"not UTF-8 text (byte {exc.start}); save the file as UTF-8")]
+        ) from None
+    except OSError as exc:
+        raise ModelError([ModelIssue(str(path), None, "", f"cannot read the file: {exc.strerror}")]) from None
     return parse_model(text, file=str(path))
 
 
@@ -340,7 +366,9 @@ def _cross_check(
     seg_names = list(segments)
     raw_segments = data.get("segments") or {}
     defaults = [n for n, s in segments.items() if s.when is None]
-    if isinstance(raw_segments, dict) and raw_segments and not defaults and len(segments) == len(raw_segments):
+    if "segments" in data and not raw_segments:
+        col.add(("segments",), "no segments: add at least a `default:` segment with weights")
+    elif isinstance(raw_segments, dict) and not defaults and len(segments) == len(raw_segments):
         col.add(("segments",), "no default segment: add a last segment without `when` (e.g. `default:`)")
     if len(defaults) > 1:
         col.add(("segments", defaults[1]), f"only one segment may lack `when`; '{defaults[0]}' already does")
@@ -416,7 +444,11 @@ def _check_signal(col: _Collector, base: tuple[Any, ...], sig: Signal, extra: di
     if sig.measure == "latest" and sig.lookback is None:
         col.add(base, "measure `latest` needs `lookback` (how old a value may be and still count)")
     if sig.explain is not None:
-        bad = [f for f in _template_fields(sig.explain) if f not in ALLOWED_TEMPLATE_FIELDS]
+        try:
+            bad = [f for f in _template_fields(sig.explain) if f not in ALLOWED_TEMPLATE_FIELDS]
+        except ValueError as exc:
+            col.add(base + ("explain",), f"cannot read the template {sig.explain!r}: {exc} (write braces as {{{{ }}}})")
+            bad = []
         if bad:
             col.add(
                 base + ("explain",),

@@ -123,21 +123,12 @@ def test_missing_file_is_a_clear_message(tmp_path: Path) -> None:
 # ---- bugs: files that cannot be read crash the command (documented, not fixed) -------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: load_model only catches FileNotFoundError; a directory ends in an "
-    "IsADirectoryError traceback",
-)
 def test_directory_is_a_clear_message(tmp_path: Path) -> None:
     code, out = validate(str(tmp_path))
     assert code in (1, 2)
     assert "Traceback" not in out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a file that is not UTF-8 ends in a UnicodeDecodeError traceback",
-)
 def test_non_utf8_file_is_a_clear_message(tmp_path: Path) -> None:
     path = tmp_path / "latin1.yaml"
     path.write_bytes(GOOD.read_text(encoding="utf-8").replace("Everyone else.", "Tout le monde, café.").encode("latin-1"))
@@ -146,10 +137,6 @@ def test_non_utf8_file_is_a_clear_message(tmp_path: Path) -> None:
     assert "Traceback" not in out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a control character raises ruamel ReaderError, not caught by parse_model",
-)
 def test_control_character_is_a_clear_message(tmp_path: Path) -> None:
     path = tmp_path / "bell.yaml"
     path.write_text(GOOD.read_text(encoding="utf-8").replace("Customer tenure", "Customer\x07 tenure"), encoding="utf-8")

@@ -613,33 +613,18 @@ def test_did_you_mean() -> None:
 # ---- bugs found while writing these tests (documented, not fixed) -----------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an unbalanced brace in `explain` escapes as a bare ValueError from "
-    "string.Formatter().parse (model_loader._template_fields) instead of a ModelIssue",
-)
 def test_explain_template_with_unbalanced_brace_is_a_model_error(good: str) -> None:
     broken = replace_once(good, "explain: \"{value} of {label}\"", "explain: \"{value of {label}\"")
     issues = issues_of(broken)
     assert_issue(issues, line_of(broken, "explain: \"{value of {label}\""), "template")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: parse_model only catches MarkedYAMLError; a control character raises "
-    "ruamel.yaml.reader.ReaderError (a plain YAMLError) instead of a ModelError",
-)
 def test_control_character_is_a_model_error(good: str) -> None:
     broken = replace_once(good, "    label: Customer tenure", "    label: Customer\x07 tenure")
     issues = issues_of(broken)
     assert any("not valid YAML" in i.message for i in issues), listing(issues)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: load_model only catches FileNotFoundError; a file that is not UTF-8 "
-    "raises UnicodeDecodeError instead of a ModelError",
-)
 def test_load_model_non_utf8_file_is_a_model_error(tmp_path: Path) -> None:
     path = tmp_path / "latin1.yaml"
     path.write_bytes("description: caf\u00e9\n".encode("latin-1"))
@@ -647,21 +632,11 @@ def test_load_model_non_utf8_file_is_a_model_error(tmp_path: Path) -> None:
         load_model(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: load_model only catches FileNotFoundError; a directory raises "
-    "IsADirectoryError instead of a ModelError",
-)
 def test_load_model_directory_is_a_model_error(tmp_path: Path) -> None:
     with pytest.raises(ModelError):
         load_model(tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an empty `segments:` section (null or {}) loads as a model with zero "
-    "segments; the no-default-segment check is skipped when the section is empty",
-)
 @pytest.mark.parametrize("empty", ["segments: {}\n", "segments:\n"])
 def test_empty_segments_section_is_an_error(good: str, empty: str) -> None:
     start = good.index("segments:\n")
@@ -671,53 +646,27 @@ def test_empty_segments_section_is_an_error(good: str, empty: str) -> None:
     assert any(i.line == line_of(broken, empty.split("\n")[0]) for i in issues), listing(issues)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Segment._weights accepts NaN and infinite weights (.nan / .inf pass the "
-    "'not negative' and 'sum above zero' checks)",
-)
 @pytest.mark.parametrize("weight", [".nan", ".inf"])
 def test_non_finite_weight_is_an_error(good: str, weight: str) -> None:
     broken = replace_once(good, "      tenure_days: 0\n", f"      tenure_days: {weight}\n")
     errors_of(broken)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Signal._points accepts a NaN raw value (`b <= a` is False for NaN, so the "
-    "'increase strictly' check passes)",
-)
 def test_nan_raw_value_in_score_points_is_an_error(good: str) -> None:
     broken = replace_once(good, "score: [[0, 0], [1000, 100]]", "score: [[.nan, 0], [1000, 100]]")
     errors_of(broken)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `window: true` is accepted as a 1-day duration (bool is an int for "
-    "pydantic's lax `str | int` and for parse_days' isinstance check)",
-)
 def test_boolean_duration_is_an_error(good: str) -> None:
     broken = replace_once(good, "    window: 12w", "    window: true")
     errors_of(broken)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Operand._shape does not count `value` as a table-measure key, so "
-    "`{ column: seats, value: arr }` is accepted and `value` silently ignored",
-)
 def test_operand_column_with_value_is_an_error(good: str) -> None:
     broken = replace_once(good, "denominator: { column: seats }", "denominator: { column: seats, value: arr }")
     errors_of(broken)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: one bad top-level scalar (min_coverage, version, description or one "
-    "extra_columns type) makes parse_model drop every scalar incl. extra_columns "
-    "(`scalars = {}`), so each use of an extra column becomes a spurious 'unknown column'",
-)
 @pytest.mark.parametrize(
     "old,new",
     [
