@@ -602,18 +602,28 @@ def _validate_table(
             )
 
     # 1. cleaned strings for string-typed raw columns
-    clean_exprs = []
+    #    (worked out per distinct value: a clean typed column costs one `unique`)
+    same_exprs = []
     for c in present:
-        if _is_string(schema[c.name]):
-            if c.dtype != pl.String:
-                tokens = NULL_TOKENS
-            elif c.required and not _is_id(c.name, spec):
-                tokens = ("",)
-            else:
-                tokens = STRING_NULL_TOKENS
-            clean_exprs.append(_clean_str(pl.col(c.name), tokens).alias(_clean(c.name)))
-    if clean_exprs:
-        df = df.with_columns(clean_exprs)
+        if not _is_string(schema[c.name]):
+            continue
+        if c.dtype != pl.String:
+            tokens = NULL_TOKENS
+        elif c.required and not _is_id(c.name, spec):
+            tokens = ("",)
+        else:
+            tokens = STRING_NULL_TOKENS
+        raw_str = pl.col(c.name).cast(pl.String)
+        u = df.select(raw_str.unique().alias(K)).with_columns(_clean_str(pl.col(K), tokens).alias(V))
+        if u.filter(pl.col(K).ne_missing(pl.col(V))).height == 0:
+            same_exprs.append(raw_str.alias(_clean(c.name)))
+        else:
+            lookup = u.filter(pl.col(K).is_not_null()).rename({K: _clean(c.name) + "__key", V: _clean(c.name)})
+            df = df.with_columns(raw_str.alias(_clean(c.name) + "__key")).join(
+                lookup, on=_clean(c.name) + "__key", how="left", maintain_order="left"
+            ).drop(_clean(c.name) + "__key")
+    if same_exprs:
+        df = df.with_columns(same_exprs)
 
     # 2. parse plans (string columns: per distinct value, joined back)
     plans: dict[str, _ColumnPlan] = {}
@@ -784,7 +794,7 @@ def _validate_table(
     df = df.with_columns([ch.mask.fill_null(False).alias(m) for m, ch in zip(mask_names, checks)])
     pre_bad = pl.any_horizontal(*[pl.col(m) for m in reject_names]) if reject_names else pl.lit(False)
     df = df.with_columns(pre_bad.alias("__bad_pre"))
-    if spec.key and all(k in plans for k in spec.key):
+    if spec.key and all(k in plans for k in spec.key) and _may_have_duplicates(df, spec.key):
         key_cols = [pl.col(_parsed(k)) for k in spec.key]
         dup = ~pl.col("__bad_pre") & ~pl.struct(pl.col("__bad_pre"), *key_cols).is_first_distinct()
         key_desc = " + ".join(spec.key)
@@ -853,6 +863,13 @@ def _validate_table(
             pl.lit(None, dtype=pl.String).alias(REASON)
         )
     return valid, rejected, problems
+
+
+def _may_have_duplicates(df: pl.DataFrame, key: tuple[str, ...]) -> bool:
+    """False when no two rows share a key: no two rows even share the key's hash."""
+    cols = [pl.col(_parsed(k)) for k in key]
+    h = pl.struct(*cols).hash() if len(cols) > 1 else cols[0].hash()
+    return bool(df.select(h.is_duplicated().any()).item())
 
 
 def _dup_examples(ex: list[dict[str, Any]], key: tuple[str, ...]) -> str:
