@@ -843,7 +843,7 @@ def _validate_table(
 
     # 9. outputs
     canonical = [c.name for c in present]
-    extras = [c for c in raw_columns if c not in canonical and not c.startswith("__")]
+    extras = [c for c in raw_columns if c not in canonical]
     valid = df.filter(~pl.col("__bad")).select(
         [pl.col(_parsed(c)).alias(c) for c in canonical] + [pl.col(c) for c in extras]
     )
@@ -912,6 +912,13 @@ def validate(
     optionally with an Int64 `_line` column (the file line of the row; otherwise 1-based
     row numbers are used). `formats` gives, per table, date formats / decimal mark / a
     label for messages. Unknown table names are reported as warnings and ignored.
+
+    Order of judgement, per row: value checks first (types, dates, required values,
+    ranges, vocabularies, account references); duplicate keys are then looked for among
+    the rows that passed, so a broken first copy of an id does not cost the good second
+    one. Account references are checked against the accounts rows that were *kept*, so
+    the tables returned are consistent with each other (`rejected_account` says when a
+    row fell only because its account's own row was rejected).
     """
     formats = formats or {}
     problems: list[Problem] = []
@@ -948,6 +955,8 @@ def validate(
             continue
         fmt = formats.get(spec.name) or TableFormat()
         df = raw[spec.name]
+        if isinstance(df, pl.LazyFrame):
+            df = df.collect()
         valid, rej, probs = _validate_table(
             spec, df, fmt, account_ids if spec.references_accounts else None
         )
