@@ -5,7 +5,11 @@ overdue), survey answers (with their comments), touchpoints (exec meetings, QBRs
 with their notes), milestones and the account's tier changes (read off the weekly score
 history) into rows of the same shape:
 
-    at (datetime) | source | event | title | detail | ref
+    at (datetime) | source | event | title | detail | ref | tone
+
+`tone` is "bad", "good" or "info": whether the event is bad news for the account (an
+escalation, an overdue invoice, a detractor NPS, a champion leaving, a fall into a worse
+tier), good news (a ticket closed, an invoice paid, a promoter, a go-live), or neither.
 
 `source` is the canonical table the record came from ("health" for tier changes), so a
 page can draw one lane per source and filter the list by source. A table that is absent,
@@ -44,7 +48,12 @@ SCHEMA: dict[str, pl.DataType] = {
     "title": pl.String(),
     "detail": pl.String(),
     "ref": pl.String(),
+    "tone": pl.String(),
 }
+
+BAD_MILESTONES = ("champion_left", "budget_cut", "churned", "exec_sponsor_changed", "acquisition_announced", "downgraded")
+GOOD_MILESTONES = ("go_live", "feature_adopted", "new_champion", "renewal_signed", "expanded")
+_TIER_RANK = {"at_risk": 0, "watch": 1, "healthy": 2}
 
 TIER_WORDS: dict[str, str] = {
     "at_risk": "at risk",
@@ -84,7 +93,16 @@ def _money(expr: pl.Expr) -> pl.Expr:
     return pl.lit("$") + with_commas
 
 
-def _rows(df: pl.DataFrame, at: pl.Expr, source: str, event: pl.Expr | str, title: pl.Expr, detail: pl.Expr, ref: pl.Expr) -> pl.DataFrame:
+def _rows(
+    df: pl.DataFrame,
+    at: pl.Expr,
+    source: str,
+    event: pl.Expr | str,
+    title: pl.Expr,
+    detail: pl.Expr,
+    ref: pl.Expr,
+    tone: pl.Expr | str = "info",
+) -> pl.DataFrame:
     return df.select(
         at.cast(pl.Datetime("us")).alias("at"),
         pl.lit(source).alias("source"),
@@ -92,6 +110,7 @@ def _rows(df: pl.DataFrame, at: pl.Expr, source: str, event: pl.Expr | str, titl
         title.alias("title"),
         detail.str.strip_chars(" ;").alias("detail"),
         ref.cast(pl.String).alias("ref"),
+        (pl.lit(tone) if isinstance(tone, str) else tone).alias("tone"),
     )
 
 
@@ -131,6 +150,7 @@ def _tickets(df: pl.DataFrame) -> list[pl.DataFrame]:
         label + pl.when(escalated).then(pl.lit(" opened, escalated")).otherwise(pl.lit(" opened")) + about,
         _join([ticket, sentiment, pl.when(escalated).then(pl.lit("escalated")).otherwise(pl.lit(""))]),
         ticket,
+        pl.when(escalated | pl.col("priority").cast(pl.String).is_in(["P1", "P2"])).then(pl.lit("bad")).otherwise(pl.lit("info")),
     )
     out = [opened]
     if "closed_at" in df.columns:
@@ -145,6 +165,7 @@ def _tickets(df: pl.DataFrame) -> list[pl.DataFrame]:
                 label + pl.lit(" closed") + about,
                 _join([ticket, _days_open(days)]),
                 ticket,
+                "good",
             )
         )
     return out
@@ -162,6 +183,7 @@ def _invoices(df: pl.DataFrame, until: dt.date) -> list[pl.DataFrame]:
         pl.lit("Invoice issued: ") + amount,
         _join([inv, pl.lit("due ") + pl.col("due_date").cast(pl.String)]),
         inv,
+        "info",
     )
     late = (paid_at - pl.col("due_date")).dt.total_days()
     paid = df.filter(paid_at.is_not_null())
@@ -180,6 +202,7 @@ def _invoices(df: pl.DataFrame, until: dt.date) -> list[pl.DataFrame]:
             ]
         ),
         inv,
+        pl.when(late > 0).then(pl.lit("info")).otherwise(pl.lit("good")),
     )
     # Overdue from the day after the due date, if it was not paid by then.
     overdue_day = pl.col("due_date") + pl.duration(days=1)
@@ -199,8 +222,22 @@ def _invoices(df: pl.DataFrame, until: dt.date) -> list[pl.DataFrame]:
             ]
         ),
         inv,
+        "bad",
     )
     return [issued, paid_rows, overdue_rows]
+
+
+def _survey_tone(kind: pl.Expr, score: pl.Expr) -> pl.Expr:
+    """NPS detractors (0-6) and CSAT 1-2 are bad news; promoters (9-10) and CSAT 4-5 good."""
+    return (
+        pl.when(score.is_null())
+        .then(pl.lit("info"))
+        .when(kind == "nps")
+        .then(pl.when(score <= 6).then(pl.lit("bad")).when(score >= 9).then(pl.lit("good")).otherwise(pl.lit("info")))
+        .when(kind == "csat")
+        .then(pl.when(score <= 2).then(pl.lit("bad")).when(score >= 4).then(pl.lit("good")).otherwise(pl.lit("info")))
+        .otherwise(pl.lit("info"))
+    )
 
 
 def _surveys(df: pl.DataFrame) -> list[pl.DataFrame]:
@@ -218,6 +255,7 @@ def _surveys(df: pl.DataFrame) -> list[pl.DataFrame]:
             kind.str.to_uppercase() + pl.lit(" ") + score + scale,
             _join([quoted, _text(df, "respondent")], " \u2014 "),
             pl.col("response_id"),
+            _survey_tone(kind.str.to_lowercase(), pl.col("score")),
         )
     ]
 
@@ -260,6 +298,11 @@ def _milestones(df: pl.DataFrame) -> list[pl.DataFrame]:
             words,
             _text(df, "description"),
             pl.lit(""),
+            pl.when(kind.is_in(BAD_MILESTONES))
+            .then(pl.lit("bad"))
+            .when(kind.is_in(GOOD_MILESTONES))
+            .then(pl.lit("good"))
+            .otherwise(pl.lit("info")),
         )
     ]
 
@@ -282,6 +325,7 @@ def tier_changes(history: pl.DataFrame) -> pl.DataFrame:
         .filter(pl.col("_prev_tier").is_not_null() & (pl.col("tier") != pl.col("_prev_tier")))
     )
     words = lambda c: pl.col(c).replace_strict(TIER_WORDS, default=pl.col(c))  # noqa: E731
+    rank = lambda c: pl.col(c).replace_strict(_TIER_RANK, default=None, return_dtype=pl.Int64)  # noqa: E731
     score_text = pl.when(pl.col("score").is_not_null()).then(
         pl.lit("score ") + pl.col("score").round(0).cast(pl.Int64).cast(pl.String)
     ).otherwise(pl.lit("no score"))
@@ -296,6 +340,11 @@ def tier_changes(history: pl.DataFrame) -> pl.DataFrame:
         pl.lit("Tier: ") + words("_prev_tier") + pl.lit(" \u2192 ") + words("tier"),
         _join([score_text, was, pl.when(pl.col("_rule") != "").then(pl.lit("rule: ") + pl.col("_rule")).otherwise(pl.lit(""))]),
         pl.lit(""),
+        pl.when(rank("tier") < rank("_prev_tier"))
+        .then(pl.lit("bad"))
+        .when(rank("tier") > rank("_prev_tier"))
+        .then(pl.lit("good"))
+        .otherwise(pl.lit("info")),
     )
 
 

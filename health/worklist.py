@@ -58,40 +58,44 @@ class Filters:
     search: str = ""
     """Case-insensitive text matched against the account name and id."""
 
-    def to_params(self) -> dict[str, str]:
-        """Query parameters for the non-default filters (a shareable link)."""
-        out: dict[str, str] = {}
+    def to_params(self) -> dict[str, str | list[str]]:
+        """Query parameters for the non-default filters (a shareable link); several tiers
+        are repeated parameters (`?tier=at_risk&tier=watch`)."""
+        out: dict[str, str | list[str]] = {}
         if self.owner:
             out["owner"] = self.owner
         if self.segment:
             out["segment"] = self.segment
         if self.tiers:
-            out["tier"] = ",".join(self.tiers)
+            out["tier"] = list(self.tiers)
         if self.renewal_within is not None:
             out["renewal"] = str(self.renewal_within)
         if self.falling:
-            out["falling"] = "1"
+            out["falling"] = "true"
         if self.search.strip():
             out["q"] = self.search.strip()
         return out
 
     @classmethod
-    def from_params(cls, params: Mapping[str, str]) -> "Filters":
-        """Read filters back from query parameters; values that make no sense are dropped."""
-        tiers = tuple(t for t in (params.get("tier") or "").split(",") if t in TIERS)
+    def from_params(cls, params: Mapping[str, str | list[str]]) -> "Filters":
+        """Read filters back from query parameters; values that make no sense are dropped.
+        Tiers may be repeated parameters or one comma-separated value."""
+        raw = params.get("tier") or []
+        raw = [raw] if isinstance(raw, str) else list(raw)
+        tiers = tuple(dict.fromkeys(t for part in raw for t in part.split(",") if t in TIERS))
         renewal: int | None
         try:
-            renewal = int(params.get("renewal", ""))
+            renewal = int(str(params.get("renewal", "")))
             renewal = renewal if renewal > 0 else None
         except ValueError:
             renewal = None
         return cls(
-            owner=(params.get("owner") or None),
-            segment=(params.get("segment") or None),
+            owner=(str(params.get("owner") or "") or None),
+            segment=(str(params.get("segment") or "") or None),
             tiers=tiers,
             renewal_within=renewal,
-            falling=(params.get("falling", "") or "").lower() in ("1", "true", "yes"),
-            search=params.get("q", "") or "",
+            falling=str(params.get("falling", "") or "").lower() in ("1", "true", "yes"),
+            search=str(params.get("q", "") or ""),
         )
 
     def replace(self, **changes: object) -> "Filters":

@@ -155,3 +155,16 @@ def test_usage_series():
     got = usage_series({"usage": usage}, "A1", until=UNTIL)
     assert got["value"].to_list() == [2.0, 3.0]
     assert usage_series({}, "A1").is_empty()
+
+
+def test_tone_says_good_or_bad_news():
+    tl = account_timeline(_tables(), "A1", history=_history(), until=UNTIL)
+    tone = {(r["ref"], r["event"]): r["tone"] for r in tl.iter_rows(named=True) if r["ref"]}
+    assert tone[("t1", "escalated")] == "bad"
+    assert tone[("i1", "overdue")] == "bad"
+    assert tone[("i3", "paid")] == "good"
+    assert tone[("s1", "nps")] == "bad"  # NPS 4: a detractor
+    assert tl.filter(pl.col("source") == "milestones")["tone"].item() == "good"  # go-live
+    health = tl.filter(pl.col("source") == "health").sort("at")["tone"].to_list()
+    assert health == ["bad", "bad"]
+    assert set(tl["tone"]) <= {"bad", "good", "info"}

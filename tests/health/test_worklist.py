@@ -97,3 +97,4 @@ def test_query_params_round_trip(owner, segment, tiers, renewal, falling, search
 def test_bad_params_are_dropped():
     f = Filters.from_params({"tier": "at_risk,bogus", "renewal": "soon", "falling": "maybe"})
     assert f == Filters(tiers=("at_risk",))
+    assert Filters.from_params({"tier": ["watch", "at_risk", "watch"]}).tiers == ("watch", "at_risk")

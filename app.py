@@ -1,0 +1,20 @@
+"""Customer Health Intelligence — the entry point: routing and the sidebar, nothing else.
+
+Run with `make run` (or `python -m streamlit run app.py`). Each page is a thin script in
+pages/; the data and the scores come from ui.data (cached), the logic from health/.
+"""
+
+import streamlit as st
+
+from ui.shell import sidebar
+
+st.set_page_config(page_title="Customer Health", page_icon="🩺", layout="wide")
+
+pages = [
+    st.Page("pages/at_risk.py", title="At-risk accounts", icon=":material/priority_high:", url_path="at-risk", default=True),
+    st.Page("pages/account.py", title="Account", icon=":material/person_search:", url_path="account"),
+    st.Page("pages/segments.py", title="Segments", icon=":material/leaderboard:", url_path="segments"),
+]
+page = st.navigation(pages)
+sidebar()
+page.run()

@@ -1,0 +1,326 @@
+"""Cached loading and scoring: the one place pages get their data from.
+
+Caching is at the edges, keyed by the source's identity and the model's hash:
+
+* the source object (`st.cache_resource`): built once from config/sources.yaml;
+* the load, the 52-week score history, the current summary and the worklist rows
+  (`st.cache_resource(ttl=600)`): computed ONCE per source x model, then shared. Changing
+  a filter or opening an account reads these and never re-scores.
+
+Why `cache_resource` and not `cache_data` for the big frames: `cache_data` pickles the
+value on every hit. Measured on the 10k-account sample (bench/app_bench.py), unpickling the
+load costs ~1.5 s and the history ~0.45 s on every rerun, which alone breaks the 1 s
+budget for a filter change; `cache_resource` hands back the same immutable Polars frames
+at no cost. Nothing mutates them (Polars operations return new frames). Small per-account
+results use `cache_data`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import streamlit as st
+
+from health.explain import breakdown
+from health.features import AS_OF
+from health.freshness import account_freshness, freshness
+from health.loading import LoadResult
+from health.model_loader import LoadedModel, ModelError, load_model
+from health.scoring import default_as_of, score_history
+from health.timeline import account_timeline, usage_series
+from health.trajectory import summarize
+from health.worklist import owners_for, worklist
+from sources.base import Source, SourceConfigError
+from sources.config import build_active_source
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_ENV = "CHI_SOURCES_FILE"
+"""Environment variable: another sources.yaml (default config/sources.yaml)."""
+MODEL_ENV = "CHI_MODEL"
+"""Environment variable: another health model file (default weights.yaml)."""
+USER_ENV = "CHI_USER"
+"""Environment variable: who "my accounts" means when nobody is signed in (email or name)."""
+HISTORY_WEEKS = 52
+TTL = 600
+
+
+def config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV) or ROOT / "config" / "sources.yaml")
+
+
+def model_path() -> Path:
+    return Path(os.environ.get(MODEL_ENV) or ROOT / "weights.yaml")
+
+
+# ---------------------------------------------------------------------------------------
+# Cached steps
+# ---------------------------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner=False)
+def _source(config_file: str, mtime_ns: int, env_source: str | None) -> Source:
+    return build_active_source(Path(config_file))
+
+
+@st.cache_resource(ttl=TTL, show_spinner="Loading the data…")
+def _load(_source: Source, source_key: str) -> LoadResult:
+    return _source.load()
+
+
+@st.cache_resource(show_spinner=False)
+def _model(path: str, mtime_ns: int) -> LoadedModel:
+    return load_model(path)
+
+
+@st.cache_resource(ttl=TTL, show_spinner="Scoring 52 weeks of history…")
+def _history(_tables: dict[str, pl.DataFrame], _model: Any, source_key: str, model_hash: str, as_of: dt.date, weeks: int) -> pl.DataFrame:
+    return score_history(_tables, _model, as_of, weeks=weeks)
+
+
+@st.cache_resource(ttl=TTL, show_spinner=False)
+def _summary(_history: pl.DataFrame, _model: Any, source_key: str, model_hash: str, as_of: dt.date) -> pl.DataFrame:
+    return summarize(_history, _model, as_of)
+
+
+@st.cache_resource(ttl=TTL, show_spinner=False)
+def _rows(_summary: pl.DataFrame, source_key: str, model_hash: str, as_of: dt.date) -> pl.DataFrame:
+    return worklist(_summary, as_of)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def _freshness(_tables: dict[str, pl.DataFrame], source_key: str, today: dt.date) -> pl.DataFrame:
+    return freshness(_tables, today)
+
+
+# ---------------------------------------------------------------------------------------
+# The book: everything a page needs, or why it cannot be had
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Book:
+    source_name: str
+    source_text: str
+    result: LoadResult
+    loaded: LoadedModel
+    as_of: dt.date
+    history: pl.DataFrame
+    summary: pl.DataFrame
+    rows: pl.DataFrame
+    freshness: pl.DataFrame
+    key: str
+
+    @property
+    def model(self):  # noqa: ANN201 - HealthModel
+        return self.loaded.model
+
+    @property
+    def tables(self) -> dict[str, pl.DataFrame]:
+        return self.result.tables
+
+    @property
+    def model_hash(self) -> str:
+        return self.loaded.hash
+
+
+@dataclass(frozen=True)
+class Broken:
+    """Why there is no book: a title, the message, and (for a bad load) the problems."""
+
+    title: str
+    message: str
+    source_name: str | None = None
+    source_text: str | None = None
+    result: LoadResult | None = None
+    details: list[str] = field(default_factory=list)
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def get_source() -> Source:
+    cfg = config_path()
+    return _source(str(cfg), _mtime(cfg), os.environ.get("CHI_SOURCE"))
+
+
+def load_book() -> Book | Broken:
+    """The scored book of the active source, or a `Broken` that says what went wrong."""
+    try:
+        source = get_source()
+    except SourceConfigError as exc:
+        return Broken("The data source is misconfigured", str(exc))
+    name, text = source.name, source.describe()
+    key = f"{name}|{text}"
+    try:
+        result = _load(source, key)
+    except Exception as exc:  # an adapter failing outright: say so, no traceback
+        return Broken(f"Could not load the source '{name}'", f"{type(exc).__name__}: {exc}", name, text)
+    accounts = result.tables.get("accounts")
+    if accounts is None or accounts.is_empty():
+        return Broken(
+            f"The source '{name}' has no usable accounts",
+            "The accounts table is missing or every row was rejected, so there is nothing to score.",
+            name,
+            text,
+            result,
+        )
+    mpath = model_path()
+    try:
+        loaded = _model(str(mpath), _mtime(mpath))
+    except ModelError as exc:
+        return Broken(
+            "The health model has errors",
+            f"{mpath.name} could not be loaded; fix it and reload.",
+            name,
+            text,
+            details=[str(i) for i in exc.issues],
+        )
+    as_of = default_as_of(result.tables)
+    history = _history(result.tables, loaded.model, key, loaded.hash, as_of, HISTORY_WEEKS)
+    summary = _summary(history, loaded.model, key, loaded.hash, as_of)
+    rows = _rows(summary, key, loaded.hash, as_of)
+    fresh = _freshness(result.tables, key, dt.date.today())
+    return Book(name, text, result, loaded, as_of, history, summary, rows, fresh, key)
+
+
+def problems_text(result: LoadResult) -> str:
+    """The load's problems as plain text: one line each, with a few example rows."""
+    lines = []
+    for p in result.problems:
+        lines.append(str(p) + (f" ({p.count} rows)" if p.count else ""))
+        for ex in p.examples[:3]:
+            where = f"line {ex.get('_line')}: " if ex.get("_line") is not None else ""
+            rest = ", ".join(f"{k}={v!r}" for k, v in ex.items() if not str(k).startswith("_"))
+            lines.append(f"    {where}{rest}")
+    return "\n".join(lines)
+
+
+def rejected_counts(result: LoadResult) -> dict[str, int]:
+    return {t: df.height for t, df in result.rejected.items() if df is not None and df.height}
+
+
+def show_broken(b: Broken) -> None:
+    st.error(f"**{b.title}.** {b.message}")
+    if b.source_name:
+        st.caption(f"Source: {b.source_name} — {b.source_text}")
+    if b.result is not None:
+        show_problems(b.result, expanded=True)
+    if b.details:
+        st.code("\n".join(b.details), language=None)
+
+
+def show_problems(result: LoadResult, expanded: bool = False) -> None:
+    """The data contract problems of a load, as text, with the rejected row counts."""
+    rejected = rejected_counts(result)
+    n_err, n_warn = len(result.errors), len(result.problems) - len(result.errors)
+    label = f"Data problems: {n_err} error(s), {n_warn} warning(s)"
+    if rejected:
+        label += f"; {sum(rejected.values()):,} row(s) rejected"
+    with st.expander(label, expanded=expanded):
+        if rejected:
+            st.markdown("Rows rejected: " + ", ".join(f"**{t}** {n:,}" for t, n in rejected.items()))
+        st.code(problems_text(result) or "(no details)", language=None)
+        st.caption("The rows that passed the checks are used; fix the source and reload to bring the others in.")
+
+
+def book_or_stop() -> Book:
+    """For pages: the book, or the error drawn on the page and the script stopped."""
+    book = load_book()
+    if isinstance(book, Broken):
+        show_broken(book)
+        st.stop()
+    if book.result.errors:
+        st.warning(
+            f"The source '{book.source_name}' loaded with {len(book.result.errors)} data problem(s); "
+            "scores use the rows that passed. Details below."
+        )
+        show_problems(book.result)
+    return book  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------
+# Who is looking
+# ---------------------------------------------------------------------------------------
+
+
+def current_user() -> tuple[str | None, str]:
+    """(identity, how we know): the signed-in email, else CHI_USER / secrets app.local_user."""
+    try:
+        if st.user.get("is_logged_in") and st.user.get("email"):
+            return str(st.user.get("email")), "signed in"
+    except Exception:  # no auth configured
+        pass
+    local = os.environ.get(USER_ENV)
+    if not local:
+        try:
+            local = st.secrets.get("app", {}).get("local_user")
+        except Exception:  # no secrets file at all
+            local = None
+    if local:
+        return str(local), "local user"
+    return None, "not signed in"
+
+
+def my_owners(book: Book) -> tuple[list[str], str | None, str]:
+    who, how = current_user()
+    return owners_for(book.tables["accounts"], who), who, how
+
+
+# ---------------------------------------------------------------------------------------
+# One account
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccountView:
+    account_id: str
+    account: dict[str, Any]
+    """The accounts-table row."""
+    current: dict[str, Any] | None
+    """The summary row (score, tier, changes, drivers...), None when not active at as_of."""
+    history: pl.DataFrame
+    breakdown: pl.DataFrame | None
+    timeline: pl.DataFrame
+    usage: pl.DataFrame
+    freshness: pl.DataFrame
+    since: dt.date
+
+
+@st.cache_data(ttl=TTL, show_spinner=False, max_entries=200)
+def _account_view(_book: Book, key: str, model_hash: str, as_of: dt.date, account_id: str) -> AccountView | None:
+    return build_account_view(_book, account_id)
+
+
+def build_account_view(book: Book, account_id: str) -> AccountView | None:
+    """Everything the account page shows, from the cached book (no re-scoring)."""
+    acc = book.tables["accounts"].filter(pl.col("account_id") == account_id)
+    if acc.is_empty():
+        return None
+    since = book.as_of - dt.timedelta(weeks=HISTORY_WEEKS)
+    hist = book.history.filter(pl.col("account_id") == account_id).sort(AS_OF)
+    cur = book.summary.filter(pl.col("account_id") == account_id)
+    current = cur.row(0, named=True) if cur.height else None
+    return AccountView(
+        account_id=account_id,
+        account=acc.row(0, named=True),
+        current=current,
+        history=hist,
+        breakdown=breakdown(current, book.model) if current else None,
+        timeline=account_timeline(book.tables, account_id, history=hist, since=since, until=book.as_of),
+        usage=usage_series(book.tables, account_id, since=since, until=book.as_of),
+        freshness=account_freshness(book.tables, account_id, book.as_of, book.freshness),
+        since=since,
+    )
+
+
+def account_view(book: Book, account_id: str) -> AccountView | None:
+    return _account_view(book, book.key, book.model_hash, book.as_of, account_id)
