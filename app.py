@@ -6,7 +6,7 @@ pages/; the data and the scores come from ui.data (cached), the logic from healt
 
 import streamlit as st
 
-from ui.shell import sidebar
+from ui.shell import sidebar, style
 
 st.set_page_config(page_title="Customer Health", page_icon="🩺", layout="wide")
 
@@ -16,5 +16,6 @@ pages = [
     st.Page("pages/segments.py", title="Segments", icon=":material/leaderboard:", url_path="segments"),
 ]
 page = st.navigation(pages)
+style()
 sidebar()
 page.run()

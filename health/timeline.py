@@ -408,15 +408,26 @@ def usage_series(
     since: dt.date | None = None,
     until: dt.date | None = None,
     metrics: list[str] | None = None,
+    smooth_days: int | None = None,
 ) -> pl.DataFrame:
-    """One account's usage, one row per date x metric (date, metric, value), oldest first."""
+    """One account's usage, one row per date x metric (date, metric, value), oldest first.
+
+    With `smooth_days`, `value` is the mean over the trailing `smooth_days` days (calendar
+    days, so gaps count as gaps, not as zeros), which makes a small account's weekday /
+    weekend saw-tooth readable. The window reaches back before `since` so the first
+    values are full averages."""
     df = _for_account(tables, "usage", account_id)
     if df is None or df.is_empty():
         return pl.DataFrame(schema={"date": pl.Date(), "metric": pl.String(), "value": pl.Float64()})
-    if since is not None:
-        df = df.filter(pl.col("date") >= since)
     if until is not None:
         df = df.filter(pl.col("date") <= until)
     if metrics is not None:
         df = df.filter(pl.col("metric").is_in(metrics))
-    return df.select("date", "metric", pl.col("value").cast(pl.Float64)).sort(["metric", "date"])
+    df = df.select("date", "metric", pl.col("value").cast(pl.Float64)).sort(["metric", "date"])
+    if smooth_days:
+        df = df.with_columns(
+            pl.col("value").rolling_mean_by("date", window_size=f"{smooth_days}d").over("metric").alias("value")
+        )
+    if since is not None:
+        df = df.filter(pl.col("date") >= since)
+    return df

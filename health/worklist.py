@@ -22,6 +22,22 @@ ME = "me"
 
 RENEWAL_WINDOWS: tuple[int, ...] = (30, 90, 180)
 
+# The URL vocabulary: query parameter values are the words the user sees, so a link reads
+# `?owner=My+accounts&tier=At+risk&renewal=90+days` and a browser's bound widgets accept it.
+ANY_OWNER, ANY_SEGMENT, ANY_TIME = "Everyone", "All segments", "Any time"
+MY_ACCOUNTS = "My accounts"
+TIER_WORDS: dict[str, str] = {"at_risk": "At risk", "watch": "Watch", "healthy": "Healthy", "insufficient_data": "Insufficient data"}
+RENEWAL_WORDS: dict[int, str] = {d: f"{d} days" for d in RENEWAL_WINDOWS}
+
+
+def owner_word(owner: str | None) -> str:
+    return ANY_OWNER if not owner else MY_ACCOUNTS if owner == ME else owner
+
+
+def renewal_word(days: int | None) -> str:
+    return ANY_TIME if days is None else RENEWAL_WORDS.get(days, f"{days} days")
+
+
 COLUMNS: tuple[str, ...] = (
     "account_id",
     "name",
@@ -59,17 +75,17 @@ class Filters:
     """Case-insensitive text matched against the account name and id."""
 
     def to_params(self) -> dict[str, str | list[str]]:
-        """Query parameters for the non-default filters (a shareable link); several tiers
-        are repeated parameters (`?tier=at_risk&tier=watch`)."""
+        """Query parameters for the non-default filters (a shareable link), in the words
+        the widgets show; several tiers are repeated parameters (`?tier=At+risk&tier=Watch`)."""
         out: dict[str, str | list[str]] = {}
         if self.owner:
-            out["owner"] = self.owner
+            out["owner"] = owner_word(self.owner)
         if self.segment:
             out["segment"] = self.segment
         if self.tiers:
-            out["tier"] = list(self.tiers)
+            out["tier"] = [TIER_WORDS.get(t, t) for t in self.tiers]
         if self.renewal_within is not None:
-            out["renewal"] = str(self.renewal_within)
+            out["renewal"] = renewal_word(self.renewal_within)
         if self.falling:
             out["falling"] = "true"
         if self.search.strip():
@@ -78,20 +94,31 @@ class Filters:
 
     @classmethod
     def from_params(cls, params: Mapping[str, str | list[str]]) -> "Filters":
-        """Read filters back from query parameters; values that make no sense are dropped.
-        Tiers may be repeated parameters or one comma-separated value."""
+        """Read filters back from query parameters (the words, or the codes: `at_risk`,
+        `90`, `me`); values that make no sense are dropped. Tiers may be repeated
+        parameters or one comma-separated value."""
         raw = params.get("tier") or []
         raw = [raw] if isinstance(raw, str) else list(raw)
-        tiers = tuple(dict.fromkeys(t for part in raw for t in part.split(",") if t in TIERS))
+        by_word = {w.lower(): t for t, w in TIER_WORDS.items()} | {t: t for t in TIERS}
+        tiers = tuple(
+            dict.fromkeys(by_word[t.strip().lower()] for part in raw for t in part.split(",") if t.strip().lower() in by_word)
+        )
         renewal: int | None
+        text = str(params.get("renewal", "") or "").lower().removesuffix("days").strip()
         try:
-            renewal = int(str(params.get("renewal", "")))
+            renewal = int(text)
             renewal = renewal if renewal > 0 else None
         except ValueError:
             renewal = None
+        owner = str(params.get("owner") or "") or None
+        if owner in (ANY_OWNER,):
+            owner = None
+        elif owner is not None and owner.lower() in (ME, MY_ACCOUNTS.lower()):
+            owner = ME
+        segment = str(params.get("segment") or "") or None
         return cls(
-            owner=(str(params.get("owner") or "") or None),
-            segment=(str(params.get("segment") or "") or None),
+            owner=owner,
+            segment=None if segment == ANY_SEGMENT else segment,
             tiers=tiers,
             renewal_within=renewal,
             falling=str(params.get("falling", "") or "").lower() in ("1", "true", "yes"),

@@ -55,20 +55,21 @@ if cur is None:
         + " Its history and timeline are shown below."
     )
 else:
-    c = st.columns(6)
+    c = st.columns([1, 1.1, 1, 1.3, 1])
+    change = cur.get("change_4w")
     c[0].metric("Health score", f"{cur['score']:.0f}" if cur["score"] is not None else "—",
-                delta=f"{signed(cur['change_4w'])} in 4 weeks" if cur.get("change_4w") is not None else None,
-                border=True)
+                delta=round(change) if change is not None else None, delta_description="in 4 weeks", border=True)
+    before = cur.get("tier_4w_ago")
     c[1].metric("Tier", tier_label(cur["tier"]), border=True,
-                delta=(f"was {tier_label(cur['tier_4w_ago'], icon=False).lower()} 4 weeks ago"
-                       if cur.get("tier_4w_ago") and cur["tier_4w_ago"] != cur["tier"] else None),
-                delta_color="off")
+                delta=(f"was {tier_label(before, icon=False).lower()}" if before and before != cur["tier"] else "unchanged"),
+                delta_description="4 weeks ago" if before and before != cur["tier"] else "in 4 weeks",
+                delta_color="off", delta_arrow="off")
     c[2].metric("ARR", money(acc.get("arr")), border=True)
-    c[3].metric("Renewal", f"{acc['renewal_date']:%d %b %Y}" if acc.get("renewal_date") else "—",
-                delta=renewal_words(acc.get("renewal_date"), book.as_of).split("(")[-1].rstrip(")"),
+    renewal = acc.get("renewal_date")
+    c[3].metric("Renewal", f"{renewal:%d %b %Y}" if renewal else "—",
+                delta=renewal_words(renewal, book.as_of).split("(")[-1].rstrip(")") if renewal else None,
                 delta_color="off", delta_arrow="off", border=True)
-    c[4].metric("Owner", acc.get("owner") or "—", border=True)
-    c[5].metric("Data coverage", f"{cur['coverage']:.0%}", border=True,
+    c[4].metric("Data coverage", f"{cur['coverage']:.0%}", border=True,
                 help="Share of the model's weight that had data for this account.")
     if cur.get("rule"):
         st.error(f"**Override: {cur['rule']}.** {cur.get('rule_reason') or ''}", icon="⚑")
@@ -88,30 +89,29 @@ st.caption(
 # ---- What drives the score --------------------------------------------------------------------
 if cur is not None and view.breakdown is not None:
     st.subheader("What drives the score")
-    left, right = st.columns([1.05, 1])
-    with left:
-        if cur.get("drivers"):
-            st.markdown(f"**Biggest drags:** {cur['drivers']}.")
-        changed = cur.get("what_changed") or ""
-        st.markdown(
-            "**Since last week:** "
-            + (f"{changed} ({signed(cur.get('change_1w'))} overall)." if changed else "no signal moved by a point or more.")
-        )
-        st.plotly_chart(charts.drivers(view.breakdown), key="drivers")
-    with right:
-        table = view.breakdown.filter(pl.col("in_model")).select(
-            pl.col("label").alias("Signal"),
-            pl.col("value").alias("Value"),
-            pl.col("sub_score").alias("Sub-score"),
-            (pl.col("weight")).alias("Weight"),
-            pl.col("contribution").alias("Points earned"),
-            pl.col("points_lost").alias("Points lost"),
-        )
+    if cur.get("drivers"):
+        st.markdown(f"**Biggest drags:** {cur['drivers']}.")
+    changed = cur.get("what_changed") or ""
+    st.markdown(
+        "**Since last week:** "
+        + (f"{changed} ({signed(cur.get('change_1w'))} points overall)." if changed else "no signal moved by a point or more.")
+    )
+    st.plotly_chart(charts.drivers(view.breakdown), key="drivers")
+    table = view.breakdown.filter(pl.col("in_model")).select(
+        pl.col("label").alias("Signal"),
+        pl.col("value").alias("Value"),
+        pl.col("sub_score").alias("Sub-score"),
+        pl.col("weight").alias("Weight"),
+        pl.col("contribution").alias("Points earned"),
+        pl.col("points_lost").alias("Points lost"),
+    )
+    with st.expander("Signal by signal: value, sub-score, weight, points", expanded=True):
         st.dataframe(
             table,
             hide_index=True,
+            height=38 + 35 * table.height,
             column_config={
-                "Signal": st.column_config.TextColumn(width="medium"),
+                "Signal": st.column_config.TextColumn(width="large"),
                 "Sub-score": st.column_config.ProgressColumn(min_value=0, max_value=100, format="%.0f"),
                 "Weight": st.column_config.NumberColumn(format="%g"),
                 "Points earned": st.column_config.NumberColumn(format="%.1f"),
@@ -133,7 +133,7 @@ else:
     st.plotly_chart(charts.timeline(tl, view.usage, x_range, metrics), key="timeline")
     present = [s for s in SOURCE_LABELS if s in set(tl["source"].to_list())]
     chosen = st.pills(
-        "Show", present, selection_mode="multi", default=present, format_func=source_label, key="tl_sources"
+        "Show in the list", present, selection_mode="multi", default=present, format_func=source_label, key="tl_sources"
     )
     shown = tl.filter(pl.col("source").is_in(chosen or []))
     st.dataframe(

@@ -4,6 +4,7 @@ import polars as pl
 import streamlit as st
 
 from health.segments import renewals_by_tier, risk_by, tier_mix, tier_movement, tier_over_time
+from health.worklist import Filters
 from ui import charts, data
 from ui.fmt import money
 
@@ -41,7 +42,7 @@ def drill(frame: pl.DataFrame, by: str, key: str) -> None:
             "pages/at_risk.py",
             label=f"{r[by]}: {r['accounts_at_risk']} at risk ({money(r['arr_at_risk'])})",
             icon=":material/arrow_forward:",
-            query_params={by: r[by], "tier": "at_risk"},
+            query_params=Filters(**{by: r[by]}, tiers=("at_risk",)).to_params(),
         )
 
 
@@ -51,8 +52,8 @@ def table(frame: pl.DataFrame, by: str, title: str) -> None:
             pl.col(by).alias(title),
             "accounts",
             "accounts_at_risk",
-            "arr",
-            "arr_at_risk",
+            pl.col("arr").round(0).cast(pl.Int64),
+            pl.col("arr_at_risk").round(0).cast(pl.Int64),
             "share_arr_at_risk",
             "moved_into_at_risk",
             "avg_score",
@@ -61,8 +62,8 @@ def table(frame: pl.DataFrame, by: str, title: str) -> None:
         column_config={
             "accounts": st.column_config.NumberColumn("Accounts"),
             "accounts_at_risk": st.column_config.NumberColumn("At risk"),
-            "arr": st.column_config.NumberColumn("ARR", format="dollar"),
-            "arr_at_risk": st.column_config.NumberColumn("ARR at risk", format="dollar"),
+            "arr": st.column_config.NumberColumn("ARR", format="$%,d"),
+            "arr_at_risk": st.column_config.NumberColumn("ARR at risk", format="$%,d"),
             "share_arr_at_risk": st.column_config.ProgressColumn("Share of ARR at risk", min_value=0, max_value=1, format="percent"),
             "moved_into_at_risk": st.column_config.NumberColumn("Newly at risk"),
             "avg_score": st.column_config.NumberColumn("Avg score", format="%.0f"),
@@ -70,16 +71,20 @@ def table(frame: pl.DataFrame, by: str, title: str) -> None:
     )
 
 
+measure = st.segmented_control(
+    "Bars show", ["ARR", "Accounts"], default="ARR", key="measure", label_visibility="collapsed"
+) or "ARR"
+value = "arr" if measure == "ARR" else "accounts"
 tab_seg, tab_owner = st.tabs(["By segment", "By owner"])
 with tab_seg:
     seg = risk_by(summary, "segment")
-    st.plotly_chart(charts.tier_bars(tier_mix(summary, "segment"), "segment"), key="seg_bars")
+    st.plotly_chart(charts.tier_bars(tier_mix(summary, "segment"), "segment", value), key="seg_bars")
     table(seg, "segment", "Segment")
     st.markdown("**Open the at-risk accounts of a segment**")
     drill(seg, "segment", "seg")
 with tab_owner:
     own = risk_by(summary, "owner")
-    st.plotly_chart(charts.tier_bars(tier_mix(summary, "owner"), "owner"), key="owner_bars")
+    st.plotly_chart(charts.tier_bars(tier_mix(summary, "owner"), "owner", value), key="owner_bars")
     table(own, "owner", "Owner")
     st.markdown("**Open an owner's at-risk accounts**")
     drill(own, "owner", "own")
@@ -88,7 +93,10 @@ left, right = st.columns(2)
 with left:
     st.subheader("ARR at risk, last 52 weeks")
     st.plotly_chart(charts.at_risk_over_time(tier_over_time(book.history)), key="over_time")
-    st.caption("Each week's at-risk accounts, valued at today's ARR (the accounts table is a snapshot of today).")
+    st.caption(
+        "Each week's at-risk accounts, valued at today's ARR (the accounts table is a snapshot of today). "
+        "Click “ARR watch” in the legend to add the watch tier."
+    )
 with right:
     st.subheader("Tier movement, 4 weeks ago → now")
     st.plotly_chart(charts.movement_matrix(tier_movement(summary)), key="movement")
@@ -106,12 +114,12 @@ with rc:
             "pages/at_risk.py",
             label=f"{n} at-risk accounts renew in the next {days} days ({money(float(part['arr'].sum() or 0))})",
             icon=":material/event:",
-            query_params={"tier": "at_risk", "renewal": str(days)},
+            query_params=Filters(tiers=("at_risk",), renewal_within=days).to_params(),
             disabled=n == 0,
         )
     st.page_link(
         "pages/at_risk.py",
         label="All accounts renewing in the next 90 days",
         icon=":material/event:",
-        query_params={"renewal": "90"},
+        query_params=Filters(renewal_within=90).to_params(),
     )

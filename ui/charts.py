@@ -30,8 +30,8 @@ def _hex_rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def _layout(fig: go.Figure, height: int, **kw) -> go.Figure:
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), hovermode="closest", **kw)
+def _layout(fig: go.Figure, height: int, top: int = 30, **kw) -> go.Figure:
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=top, b=10), hovermode="closest", **kw)
     return fig
 
 
@@ -96,9 +96,9 @@ def drivers(breakdown: pl.DataFrame) -> go.Figure:
             hovertemplate="%{y}<br>costs %{x:.1f} points<extra></extra>",
         )
     )
-    fig.update_layout(barmode="stack", legend=dict(orientation="h", y=1.08, x=0))
-    fig.update_xaxes(title="Points out of 100 (bar length = the signal's weight)")
-    return _layout(fig, 40 + 28 * max(b.height, 3))
+    fig.update_layout(barmode="stack", legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0))
+    fig.update_xaxes(title="Points out of 100 — a bar's length is the signal's weight; green bars add up to the score")
+    return _layout(fig, 90 + 28 * max(b.height, 3), top=40)
 
 
 def timeline(timeline: pl.DataFrame, usage: pl.DataFrame, x_range: tuple[dt.date, dt.date], metrics: list[str]) -> go.Figure:
@@ -112,7 +112,7 @@ def timeline(timeline: pl.DataFrame, usage: pl.DataFrame, x_range: tuple[dt.date
         shared_xaxes=True,
         row_heights=[0.58, 0.42],
         vertical_spacing=0.06,
-        subplot_titles=("Events", "Daily product usage"),
+        subplot_titles=("Events (hover a dot for the detail)", "Product usage, 7-day average"),
     )
     for tone in ("info", "good", "bad"):
         part = timeline.filter(pl.col("tone") == tone)
@@ -144,14 +144,14 @@ def timeline(timeline: pl.DataFrame, usage: pl.DataFrame, x_range: tuple[dt.date
                 mode="lines",
                 line=dict(width=1.6, color=palette[i % len(palette)]),
                 name=METRIC_LABELS.get(metric, metric),
-                hovertemplate="%{x|%d %b %Y}: %{y:,.0f} " + METRIC_LABELS.get(metric, metric).lower() + "<extra></extra>",
+                hovertemplate="%{x|%d %b %Y}: %{y:,.1f} " + METRIC_LABELS.get(metric, metric).lower() + " a day (7-day average)<extra></extra>",
                 legendgroup="usage",
             ),
             row=2,
             col=1,
         )
     fig.update_yaxes(categoryorder="array", categoryarray=lanes, type="category", row=1, col=1, fixedrange=True)
-    fig.update_yaxes(title="per day", row=2, col=1, rangemode="tozero")
+    fig.update_yaxes(title="users per day", row=2, col=1, rangemode="tozero")
     fig.update_xaxes(range=list(x_range))
     fig.update_layout(legend=dict(orientation="h", y=-0.08, x=0))
     return _layout(fig, 170 + 34 * max(len(lanes), 2) + 200)
@@ -176,19 +176,19 @@ def tier_bars(frame: pl.DataFrame, by: str, value: str = "arr") -> go.Figure:
                 hovertemplate="%{y}: %{customdata} " + TIER_LABELS[tier].lower() + "<extra></extra>",
             )
         )
-    fig.update_layout(barmode="stack", legend=dict(orientation="h", y=1.1, x=0))
+    fig.update_layout(barmode="stack", legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
     fig.update_yaxes(categoryorder="array", categoryarray=order)
     if value == "arr":
         fig.update_xaxes(tickprefix="$", tickformat="~s", title="ARR")
     else:
         fig.update_xaxes(title="Accounts")
-    return _layout(fig, 80 + 30 * max(len(order), 3))
+    return _layout(fig, 110 + 30 * max(len(order), 3), top=50)
 
 
 def at_risk_over_time(over_time: pl.DataFrame) -> go.Figure:
-    """ARR at risk and on watch, week by week."""
+    """ARR at risk week by week (ARR on watch one legend click away)."""
     fig = go.Figure()
-    for tier in ("watch", "at_risk"):
+    for tier in ("at_risk", "watch"):
         part = over_time.filter(pl.col("tier") == tier).sort(AS_OF)
         fig.add_trace(
             go.Scatter(
@@ -197,13 +197,16 @@ def at_risk_over_time(over_time: pl.DataFrame) -> go.Figure:
                 mode="lines",
                 name=f"ARR {TIER_LABELS[tier].lower()}",
                 line=dict(color=TIER_COLORS[tier], width=2.5 if tier == "at_risk" else 1.5),
+                fill="tozeroy" if tier == "at_risk" else None,
+                fillcolor=_hex_rgba(TIER_COLORS["at_risk"], 0.12),
+                visible=True if tier == "at_risk" else "legendonly",
                 customdata=list(zip([money(v) for v in part["arr"].to_list()], part["accounts"].to_list())),
                 hovertemplate="Week of %{x|%d %b %Y}<br>%{customdata[0]} in %{customdata[1]} accounts<extra></extra>",
             )
         )
-    fig.update_yaxes(tickprefix="$", tickformat="~s", rangemode="tozero", title="ARR (today's contract values)")
-    fig.update_layout(legend=dict(orientation="h", y=1.12, x=0))
-    return _layout(fig, 300)
+    fig.update_yaxes(tickprefix="$", tickformat="~s", rangemode="tozero", title="ARR")
+    fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
+    return _layout(fig, 320, top=50)
 
 
 def movement_matrix(movement: pl.DataFrame) -> go.Figure:
@@ -258,6 +261,6 @@ def renewals(renewals: pl.DataFrame) -> go.Figure:
                 hovertemplate="%{x}: %{customdata[0]} in %{customdata[1]} accounts<extra></extra>",
             )
         )
-    fig.update_layout(barmode="stack", legend=dict(orientation="h", y=1.12, x=0))
+    fig.update_layout(barmode="stack", legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
     fig.update_yaxes(tickprefix="$", tickformat="~s", title="ARR renewing")
-    return _layout(fig, 300)
+    return _layout(fig, 320, top=50)

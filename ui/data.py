@@ -316,7 +316,7 @@ def build_account_view(book: Book, account_id: str) -> AccountView | None:
         history=hist,
         breakdown=breakdown(current, book.model) if current else None,
         timeline=account_timeline(book.tables, account_id, history=hist, since=since, until=book.as_of),
-        usage=usage_series(book.tables, account_id, since=since, until=book.as_of),
+        usage=usage_series(book.tables, account_id, since=since, until=book.as_of, smooth_days=7),
         freshness=account_freshness(book.tables, account_id, book.as_of, book.freshness),
         since=since,
     )

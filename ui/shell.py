@@ -9,6 +9,18 @@ from ui import data
 from ui.fmt import TABLE_LABELS
 
 
+STYLE = """
+<style>
+/* A CSM's table needs the width: trim Streamlit's generous page margins. */
+[data-testid="stMainBlockContainer"] { padding-left: 2rem; padding-right: 2rem; padding-top: 2.5rem; }
+</style>
+"""
+
+
+def style() -> None:
+    st.html(STYLE)
+
+
 def sidebar() -> None:
     book = data.load_book()
     with st.sidebar:
@@ -27,18 +39,25 @@ def sidebar() -> None:
         )
         fresh = book.freshness
         stale = fresh.filter(pl.col("stale").fill_null(False))
-        label = "Data freshness" + (f" — {stale.height} stale" if stale.height else " — all fresh")
-        with st.expander(label, expanded=bool(stale.height)):
+        if stale.height:
+            names = ", ".join(
+                f"{TABLE_LABELS.get(r['table'], r['table'])} (latest {r['latest']:%d %b}, {r['age_days']} days ago)"
+                for r in stale.iter_rows(named=True)
+            )
+            st.markdown(f":orange[**Stale:** {names}]")
+        else:
+            st.markdown(":green[All feeds fresh]")
+        with st.expander("Freshness per table"):
             lines = []
             for r in fresh.iter_rows(named=True):
                 name = TABLE_LABELS.get(r["table"], r["table"])
                 if r["latest"] is None:
-                    lines.append(f"- {name}: {r['note']}")
+                    lines.append(f"{name}: {r['note']}")
                     continue
-                mark = "⚠️ **stale**" if r["stale"] else "✅" if r["stale"] is False else "·"
-                lines.append(f"- {name}: latest {r['latest']:%d %b %Y}, {r['note'].split(' (')[0]} {mark}")
-            st.markdown("\n".join(lines))
-            st.caption("Stale = the latest record is older than the feed's expected delay.")
+                state = " · :orange[stale]" if r["stale"] else " · :green[fresh]" if r["stale"] is False else ""
+                lines.append(f"{name}: {r['latest']:%d %b %Y}{state}")
+            st.markdown("  \n".join(lines))
+            st.caption("Latest record per table. Stale: older than the feed's expected delay (usage 3 days, tickets 7, ...).")
         if book.result.errors:
             st.warning(f"{len(book.result.errors)} data problem(s) in this source")
         owners, who, how = data.my_owners(book)

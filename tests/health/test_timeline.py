@@ -168,3 +168,14 @@ def test_tone_says_good_or_bad_news():
     health = tl.filter(pl.col("source") == "health").sort("at")["tone"].to_list()
     assert health == ["bad", "bad"]
     assert set(tl["tone"]) <= {"bad", "good", "info"}
+
+
+def test_usage_smoothing_is_a_trailing_calendar_mean():
+    days = [D(2025, 3, 1) + dt.timedelta(days=i) for i in range(10)]
+    usage = pl.DataFrame(
+        {"account_id": ["A1"] * 10, "date": days, "metric": ["active_users"] * 10, "value": [float(i) for i in range(10)]}
+    )
+    got = usage_series({"usage": usage}, "A1", since=D(2025, 3, 8), smooth_days=7)
+    # 2025-03-08 is day 7: mean of days 1..7
+    assert got["date"][0] == D(2025, 3, 8)
+    assert got["value"][0] == sum(range(1, 8)) / 7

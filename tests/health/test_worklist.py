@@ -98,3 +98,10 @@ def test_bad_params_are_dropped():
     f = Filters.from_params({"tier": "at_risk,bogus", "renewal": "soon", "falling": "maybe"})
     assert f == Filters(tiers=("at_risk",))
     assert Filters.from_params({"tier": ["watch", "at_risk", "watch"]}).tiers == ("watch", "at_risk")
+
+
+def test_params_are_the_words_users_see():
+    f = Filters(owner=ME, tiers=("at_risk", "watch"), renewal_within=90, falling=True)
+    assert f.to_params() == {"owner": "My accounts", "tier": ["At risk", "Watch"], "renewal": "90 days", "falling": "true"}
+    assert Filters.from_params({"owner": "Everyone", "segment": "All segments", "renewal": "Any time"}) == Filters()
+    assert Filters.from_params({"owner": "me", "renewal": "30"}) == Filters(owner=ME, renewal_within=30)
