@@ -43,7 +43,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server():
     port = _free_port()
-    log = open(ROOT / "tests" / "e2e" / "server.log", "w")  # noqa: SIM115
+    artifacts = ROOT / "tests" / "e2e" / "artifacts"  # git-ignored
+    artifacts.mkdir(parents=True, exist_ok=True)
+    log = open(artifacts / "server.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "streamlit", "run", "app.py",
