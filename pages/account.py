@@ -72,9 +72,9 @@ else:
     c[4].metric("Data coverage", f"{cur['coverage']:.0%}", border=True,
                 help="Share of the model's weight that had data for this account.")
     if cur.get("rule"):
-        st.error(f"**Override: {cur['rule']}.** {cur.get('rule_reason') or ''}", icon="⚑")
+        st.error(f"**Override: {cur['rule']}.** {cur.get('rule_reason') or ''}", icon=":material/flag:")
     if cur.get("falling"):
-        st.warning(f"**Early warning:** {cur['falling_reason']}", icon="↘")
+        st.warning(f"**Early warning:** {cur['falling_reason']}", icon=":material/trending_down:")
 
 # ---- Score history -------------------------------------------------------------------------
 st.subheader("Health score, last 52 weeks")

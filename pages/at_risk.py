@@ -59,7 +59,7 @@ falling = c6.toggle(
     bind="query-params",
     help="Early warning: the score or a key signal fell fast in the last weeks, even if the tier has not changed yet.",
 )
-if c7.button("Reset filters", width="stretch"):
+if c7.button("Reset filters", key="reset", width="stretch"):
     for k in ("owner", "segment", "tier", "renewal", "q", "falling"):
         st.session_state.pop(k, None)
     st.rerun()

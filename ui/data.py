@@ -159,7 +159,10 @@ def load_book() -> Book | Broken:
     except SourceConfigError as exc:
         return Broken("The data source is misconfigured", str(exc))
     name, text = source.name, source.describe()
-    key = f"{name}|{text}"
+    cfg = config_path()
+    # Two configs may name a source alike ("sample"): the config file and its version are
+    # part of the key, so editing sources.yaml reloads.
+    key = f"{cfg.resolve()}@{_mtime(cfg)}|{name}|{text}"
     try:
         result = _load(source, key)
     except Exception as exc:  # an adapter failing outright: say so, no traceback
@@ -190,6 +193,12 @@ def load_book() -> Book | Broken:
     rows = _rows(summary, key, loaded.hash, as_of)
     fresh = _freshness(result.tables, key, dt.date.today())
     return Book(name, text, result, loaded, as_of, history, summary, rows, fresh, key)
+
+
+def reload() -> None:
+    """Forget every cached load, score and view: the next run reads the source again."""
+    for fn in (_source, _load, _model, _history, _summary, _rows, _freshness, _account_view):
+        fn.clear()
 
 
 def problems_text(result: LoadResult) -> str:

@@ -29,6 +29,9 @@ def sidebar() -> None:
             if book.source_name:
                 st.markdown(f"`{book.source_name}` — {book.source_text}")
             st.error(book.title)
+            if st.button("Reload data", icon=":material/refresh:"):
+                data.reload()
+                st.rerun()
             return
         st.markdown("**Data source**")
         st.markdown(f"`{book.source_name}` — {book.source_text}")
@@ -60,6 +63,10 @@ def sidebar() -> None:
             st.caption("Latest record per table. Stale: older than the feed's expected delay (usage 3 days, tickets 7, ...).")
         if book.result.errors:
             st.warning(f"{len(book.result.errors)} data problem(s) in this source")
+        loaded = book.result.loaded_at
+        if st.button("Reload data", icon=":material/refresh:", help=f"Loaded {loaded:%d %b %Y %H:%M} UTC; reloads every 10 minutes."):
+            data.reload()
+            st.rerun()
         owners, who, how = data.my_owners(book)
         if who:
             st.caption(f"You: {who} ({how})" + (f" → {', '.join(owners)}" if owners else " — owns no accounts here"))
