@@ -8,6 +8,9 @@ data/bench-<n>/, then each measurement runs in a fresh Python process so that it
 resident memory (RSS) is its own: scoring one as-of date, and 104 weekly as-of dates.
 Tables are scanned lazily from Parquet (`pl.scan_parquet`) — the contract validation of
 a load is not part of the figure (it is measured by `python -m health sources check`).
+The history is scored with `lean=True`: every signal's raw value, sub-score, weight,
+contribution and points lost, the segment, score, coverage, tier and rule for every
+account and week, without copying display-only account columns into every week.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def _measure(folder: str, weeks: int, streaming: bool) -> dict:
 
     end = dt.date.fromisoformat(manifest["end_date"])
     t0 = time.perf_counter()
-    out = score_history(tables, model, end, weeks=weeks, streaming=streaming)
+    out = score_history(tables, model, end, weeks=weeks, streaming=streaming, lean=True)
     wall = time.perf_counter() - t0
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"wall_s": round(wall, 2), "peak_rss_gib": round(peak_kib / 1024 / 1024, 2), "rows": out.height}

@@ -1,20 +1,22 @@
 """Point-in-time features: raw signal values for every account at every as-of date.
 
-The whole computation is one lazy Polars plan. Its shape is what keeps 100k accounts x
-104 weekly dates fast and linear:
+The whole computation is one lazy Polars plan over **one dense, ordered grid**: every
+account x every grid date, one integer row id `key * n_dates + t`, built from
+`int_range` (so it is sorted by construction and every join keeps its order). Grid dates
+are `g` days apart, where g is the gcd of the as-of spacing and every window and offset,
+so each window boundary falls on a grid date; a few warm-up dates before the first as-of
+date give the earliest windows their full length.
 
-* **Windowed aggregates** (sum / count / mean / trend / share / ratio) never re-aggregate
-  a window per as-of date. Records are rolled up once into fixed-width time bins
-  (width g = the gcd of the as-of spacing, the windows and their offsets, so every window
-  boundary falls on a bin edge), a running total is taken per account, and a window sum
-  is the difference of the running total at its two ends (a shift by a whole number of
-  bins). One pass over the big table, then work proportional to accounts x bins.
-* **State at T** (latest value, days since, open tickets, days overdue) uses the as-of
-  index of each record: "first as-of date at or after the event", then a running total or
-  forward fill along the as-of axis.
-
-Accounts are integer keys (their position in `accounts`), and every feature frame is
-keyed by one integer per (account, date) row, so the frames join on a single int column.
+* **Windowed aggregates** (sum / count / mean / trend / share / ratio): each table is
+  rolled up once to (account, grid bin) — one pass over the big usage table — joined to
+  the grid, and a running total is taken down the whole grid. A window sum is the
+  difference of the running total at its two ends, a shift by a whole number of rows.
+  Crossing into the previous account's rows is harmless: the subtraction removes
+  everything before the window, whoever it belonged to, and the warm-up rows keep every
+  as-of row's window inside its own account. No window is re-aggregated per date.
+* **State at T** (latest value, days since, open tickets, days overdue): each record
+  lands on the first grid date at or after it; a forward fill or a running total per
+  account carries it to later dates.
 
 Point-in-time rules (DESIGN.md): a record counts at T when its time column's date is
 <= T; a ticket is open at T when opened <= T and (closed is null or closed > T); an
@@ -40,6 +42,8 @@ T_IDX = "_t"
 ROW = "_row"
 AS_OF = "as_of"
 
+LIFECYCLE_COLUMNS = ("start_date", "status", "renewal_date")
+"""Account columns the engine itself reads (who was a customer when)."""
 DEFAULT_VALUE = {"usage": "value", "surveys": "score", "invoices": "amount"}
 OPEN_COLUMNS = {"tickets": ("opened_at", "closed_at"), "invoices": ("issued_at", "paid_at")}
 
@@ -199,25 +203,60 @@ def as_of_frame(as_of: Sequence[dt.date]) -> pl.DataFrame:
 
 @dataclass(frozen=True)
 class _Grid:
-    """Integer keys: an account is its position in `accounts`, a row of the account x
-    date grid is `key * n_dates + date index`. Joining on one integer is several times
-    faster than on (account_id, date)."""
+    """Accounts x grid dates as integers. An account is its position among the account
+    ids; a grid date is `t` (0 = the first warm-up date); a row is `key * n_dates + t`.
+    Joining on one integer is several times faster than on (account_id, date)."""
 
     ids: pl.Enum
     n_keys: int
-    dates: pl.DataFrame
+    last: dt.date
+    step: int
+    n_dates: int
+    as_of: tuple[dt.date, ...]
+
+    @classmethod
+    def build(cls, ids: pl.Series, as_of: Sequence[dt.date], plan: "FeaturePlan") -> "_Grid":
+        dates = sorted(set(as_of))
+        if not dates:
+            raise ValueError("at least one as-of date is needed")
+        last = dates[-1]
+        spans = [(last - d).days for d in dates]
+        lengths = [v for tp in plan.tables.values() for (_, w, off) in tp.windows.values() for v in (w, off) if v]
+        step = reduce(math.gcd, spans + lengths) or 1
+        warm = max([(off + w) // step for tp in plan.tables.values() for (_, w, off) in tp.windows.values()] or [0])
+        n_dates = max(spans) // step + 1 + warm
+        return cls(pl.Enum(ids), len(ids), last, step, n_dates, tuple(dates))
 
     @property
-    def n_dates(self) -> int:
-        return self.dates.height
+    def first(self) -> dt.date:
+        return self.last - dt.timedelta(days=self.step * (self.n_dates - 1))
 
     def key(self) -> pl.Expr:
         """account_id -> key; accounts not in `accounts` become null (and drop out)."""
         return pl.col("account_id").cast(self.ids, strict=False).to_physical().cast(pl.Int64)
 
-    def dense(self, width: int, name: str) -> pl.LazyFrame:
-        """Every (key, 0..width-1) pair, in order, as one integer column."""
-        return pl.LazyFrame().select(pl.int_range(0, self.n_keys * width, dtype=pl.Int64).alias(name))
+    def t_of(self, day: pl.Expr) -> pl.Expr:
+        """Grid position of the first grid date on or after `day` (may be < 0 or >= n)."""
+        epoch_last = (self.last - dt.date(1970, 1, 1)).days
+        back = (pl.lit(epoch_last, pl.Int64) - day.cast(pl.Date).cast(pl.Int64)) // self.step
+        return (self.n_dates - 1 - back).cast(pl.Int64)
+
+    def t_after(self, day: pl.Expr) -> pl.Expr:
+        """Grid position of the first grid date strictly after `day`."""
+        return self.t_of(day + pl.duration(days=1))
+
+    def frame(self) -> pl.LazyFrame:
+        n = self.n_dates
+        as_of_t = pl.Series([n - 1 - (self.last - d).days // self.step for d in self.as_of], dtype=pl.Int64)
+        return (
+            pl.LazyFrame()
+            .select(pl.int_range(0, self.n_keys * n, dtype=pl.Int64).alias(ROW))
+            .with_columns((pl.col(ROW) // n).alias(KEY), (pl.col(ROW) % n).alias(T_IDX))
+            .with_columns(
+                (pl.lit(self.first) + pl.duration(days=pl.col(T_IDX) * self.step)).alias(AS_OF),
+                pl.col(T_IDX).is_in(as_of_t.implode()).alias("_is_as_of"),
+            )
+        )
 
 
 def compute_features(
@@ -225,32 +264,51 @@ def compute_features(
     model: HealthModel,
     as_of: Sequence[dt.date],
     signals: Sequence[str] | None = None,
+    account_columns: Sequence[str] | None = None,
+    stream_rollups: bool = False,
 ) -> pl.LazyFrame:
     """Raw signal values for every account active at each as-of date.
 
-    Returns a LazyFrame with account_id, as_of, every accounts column, and one Float64
-    column per signal (named after the signal). Only the account ids are read eagerly
-    (to fix the integer keys); the rest is one lazy plan.
+    `stream_rollups=True` runs the per-table roll-ups (the part that reads raw records)
+    first, on Polars' streaming engine, and returns a plan over their results: the right
+    choice when the raw tables are large lazy scans (a benchmark-sized book).
+
+    Returns a LazyFrame with account_id, as_of, the accounts columns (all of them, or
+    `account_columns` — a weekly history of 100k accounts should not copy every name and
+    owner 105 times), and one Float64 column per signal, named after the signal. Only the
+    account ids are read eagerly (to fix the integer keys); the rest is one lazy plan.
     """
     plan = FeaturePlan(model, signals)
-    dates = as_of_frame(as_of)
     accounts = _lazy(tables["accounts"])
     ids = accounts.select(pl.col("account_id").drop_nulls().unique(maintain_order=True)).collect()["account_id"]
-    grid = _Grid(pl.Enum(ids), len(ids), dates)
+    grid = _Grid.build(ids, as_of, plan)
     acc_schema = accounts.collect_schema()
+    if account_columns is not None:
+        wanted = {"account_id", *account_columns, *(c for c in LIFECYCLE_COLUMNS if c in acc_schema)}
+        accounts = accounts.select([c for c in acc_schema if c in wanted])
+    accounts = accounts.with_columns(grid.key().alias(KEY)).filter(pl.col(KEY).is_not_null()).unique(KEY, keep="first")
 
-    wide = (
-        accounts.with_columns(grid.key().alias(KEY))
-        .join(dates.lazy(), how="cross")
-        .with_columns((pl.col(KEY) * grid.n_dates + pl.col(T_IDX)).alias(ROW))
-    )
+    wide = grid.frame().join(accounts, on=KEY, how="left", maintain_order="left")
+    finish: list[pl.Expr] = []
+    rollups: list[pl.LazyFrame] = []
     for table, tplan in plan.tables.items():
         frame = tables.get(table)
         if frame is None:
-            wide = wide.with_columns(_empty_columns(tplan))
+            finish.extend(_empty_columns(tplan))
             continue
-        for part in _table_features(_lazy(frame), tplan, grid):
-            wide = wide.join(part, on=ROW, how="left")
+        frame = _prepare(_lazy(frame), tplan, grid)
+        parts, exprs = _table_features(frame, tplan, grid)
+        rollups.extend(parts)
+        finish.extend(exprs)
+    if stream_rollups and rollups:
+        # The roll-ups read the raw tables (hundreds of millions of usage rows at scale):
+        # run them on the streaming engine, all at once, and keep only their small results.
+        rollups = [df.lazy() for df in pl.collect_all(rollups, engine="streaming")]
+    for part in rollups:
+        wide = wide.join(part, on=ROW, how="left", maintain_order="left")
+    if finish:
+        wide = wide.with_columns(finish)
+    wide = _active_only(wide.filter(pl.col("_is_as_of")), tables, acc_schema)
 
     raw_exprs = []
     for name in plan.names:
@@ -262,7 +320,6 @@ def compute_features(
             ).then(expr)
         raw_exprs.append(expr.cast(pl.Float64).fill_nan(None).alias(name))
     wide = wide.with_columns(raw_exprs)
-    wide = _active_only(wide, tables, acc_schema)
     internal = [c for c in wide.collect_schema() if c.startswith("_")]
     return wide.drop(internal)
 
@@ -297,143 +354,107 @@ def _active_only(wide: pl.LazyFrame, tables: Mapping[str, Frame], acc_schema: pl
     return wide.filter(cond)
 
 
-def _table_features(frame: pl.LazyFrame, tplan: _TablePlan, grid: _Grid) -> list[pl.LazyFrame]:
+def _prepare(frame: pl.LazyFrame, tplan: _TablePlan, grid: _Grid) -> pl.LazyFrame:
+    """The record's day (`_date`) and account key; usage metrics no signal reads dropped."""
     schema = frame.collect_schema()
-    spec = TABLES[tplan.table]
-    tcol = spec.time_column
+    tcol = TABLES[tplan.table].time_column
     assert tcol is not None
-    frame = frame.with_columns(_date(tcol, schema).alias("_date"))
     if tplan.table == "usage" and not tplan.all_metrics and tplan.metrics:
         frame = frame.filter(pl.col("metric").is_in(sorted(tplan.metrics)))
-    out: list[pl.LazyFrame] = []
+    return frame.with_columns(_date(tcol, schema).alias("_date"), grid.key().alias(KEY)).filter(
+        pl.col(KEY).is_not_null()
+    )
+
+
+def _table_features(frame: pl.LazyFrame, tplan: _TablePlan, grid: _Grid) -> tuple[list[pl.LazyFrame], list[pl.Expr]]:
+    """Sparse per-row frames to join onto the grid, and the expressions that finish the
+    features on the joined grid (which is in row order)."""
+    parts: list[pl.LazyFrame] = []
+    exprs: list[pl.Expr] = []
+    n = grid.n_dates
     if tplan.windows:
-        out.append(_window_features(frame, tplan, grid))
+        t = grid.t_of(pl.col("_date"))
+        binned = (
+            frame.filter((t >= 0) & (t < n))
+            .group_by((pl.col(KEY) * n + t).alias(ROW))
+            .agg([expr.sum().alias(name) for name, expr in tplan.agg_exprs.items()])
+        )
+        parts.append(binned)
+        for name, (agg, w, off) in tplan.windows.items():
+            running = pl.col(agg).fill_null(0).cum_sum()
+            upper = running.shift(off // grid.step, fill_value=0) if off else running
+            lower = running.shift((off + w) // grid.step, fill_value=0)
+            exprs.append((upper - lower).alias(name))
     if tplan.states:
-        out.append(_state_features(frame, schema, tplan, grid))
-    return out
+        state_parts, state_exprs = _state_features(frame, tplan, grid)
+        parts.extend(state_parts)
+        exprs.extend(state_exprs)
+    return parts, exprs
 
 
-def _window_features(frame: pl.LazyFrame, tplan: _TablePlan, grid: _Grid) -> pl.LazyFrame:
-    """Window sums on fixed-width bins: one pass over the records, then shifts.
-
-    The dense (account x bin) grid is laid out account after account; the running total
-    runs over the whole grid and a window sum is the difference of two of its values.
-    Crossing into the previous account's block is harmless: the subtraction removes
-    everything before the window, whoever it belonged to. `k_max` is chosen so that no
-    window of an as-of row reaches further back than its own block.
-    """
-    as_of = grid.dates[AS_OF].to_list()
-    origin = as_of[-1]
-    spans = [(origin - d).days for d in as_of]
-    lengths = [v for (_, w, off) in tplan.windows.values() for v in (w, off) if v]
-    g = reduce(math.gcd, spans + lengths) or 1
-    reach = max((off + w) for (_, w, off) in tplan.windows.values())
-    k_max = max(spans) // g + reach // g - 1
-    n_bins = k_max + 1
-
-    k = (pl.lit(origin) - pl.col("_date")).dt.total_days() // g
-    binned = (
-        frame.with_columns(k.alias("_k"))
-        .filter((pl.col("_k") >= 0) & (pl.col("_k") <= k_max))
-        .with_columns((grid.key() * n_bins + (k_max - pl.col("_k"))).alias("_ck"))
-        .filter(pl.col("_ck").is_not_null())
-        .group_by("_ck")
-        .agg([expr.sum().alias(name) for name, expr in tplan.agg_exprs.items()])
-    )
-    t_of_bin = {k_max - span // g: i for i, span in enumerate(spans)}
-    dense = (
-        grid.dense(n_bins, "_ck")
-        .join(binned, on="_ck", how="left", maintain_order="left")
-        .with_columns([pl.col(c).fill_null(0).cum_sum().alias(f"_P{c}") for c in tplan.agg_exprs])
-    )
-    sums = []
-    for name, (agg, w, off) in tplan.windows.items():
-        running = pl.col(f"_P{agg}")
-        upper = running.shift(off // g, fill_value=0) if off else running
-        lower = running.shift((off + w) // g, fill_value=0)
-        sums.append((upper - lower).alias(name))
-    t_idx = (pl.col("_ck") % n_bins).replace_strict(t_of_bin, default=None, return_dtype=pl.Int64)
-    return (
-        dense.with_columns(sums)
-        .with_columns(t_idx.alias(T_IDX))
-        .filter(pl.col(T_IDX).is_not_null())
-        .select(((pl.col("_ck") // n_bins) * grid.n_dates + pl.col(T_IDX)).alias(ROW), *tplan.windows)
-    )
-
-
-def _index_of(dates: pl.DataFrame, expr: pl.Expr, side: str = "left") -> pl.Expr:
-    """Position of the first as-of date >= expr (side='left') or > expr (side='right')."""
-    found = pl.lit(dates[AS_OF]).search_sorted(expr, side=side).cast(pl.Int32)  # type: ignore[arg-type]
-    return pl.when(expr.is_not_null()).then(found)
-
-
-def _state_features(frame: pl.LazyFrame, schema: pl.Schema, tplan: _TablePlan, grid: _Grid) -> pl.LazyFrame:
-    dates, n = grid.dates, grid.n_dates
-    dense = grid.dense(n, ROW).with_columns(
-        (pl.col(ROW) // n).alias(KEY),
-        pl.lit(dates[AS_OF]).gather(pl.col(ROW) % n).alias(AS_OF),
-    )
-    frame = frame.with_columns(grid.key().alias(KEY)).filter(pl.col(KEY).is_not_null())
+def _state_features(frame: pl.LazyFrame, tplan: _TablePlan, grid: _Grid) -> tuple[list[pl.LazyFrame], list[pl.Expr]]:
+    schema = frame.collect_schema()
+    n = grid.n_dates
 
     def row_of(t_idx: pl.Expr) -> pl.Expr:
         return pl.col(KEY) * n + t_idx
 
+    def clamp(t: pl.Expr) -> pl.Expr:
+        # Older than the grid: already known at its first date.
+        return pl.max_horizontal(t, pl.lit(0, pl.Int64))
+
+    def end_of(col: str) -> pl.Expr:
+        if col not in schema:
+            return pl.lit(n, pl.Int64)
+        return pl.when(pl.col(col).is_null()).then(pl.lit(n, pl.Int64)).otherwise(clamp(grid.t_of(_date(col, schema))))
+
+    sparse: list[pl.LazyFrame] = []
     outputs: list[pl.Expr] = []
     for col, (kind, sig) in tplan.states.items():
-        cond = _cond(sig, tplan.table)
-        rows = frame.filter(cond)
+        rows = frame.filter(_cond(sig, tplan.table))
         if kind in ("latest", "days_since"):
             value = sig.value or DEFAULT_VALUE.get(tplan.table)
-            t = _index_of(dates, pl.col("_date"))
-            picked = rows.filter(t < n).with_columns(row_of(t).alias(ROW))
+            t = clamp(grid.t_of(pl.col("_date")))
             aggs = [pl.col("_date").max().alias(f"{col}_at")]
             if kind == "latest":
                 aggs.append(pl.col(value).cast(pl.Float64).sort_by("_date").last().alias(f"{col}_v"))  # type: ignore[arg-type]
-            per_t = picked.group_by(ROW).agg(aggs)
-            dense = dense.join(per_t, on=ROW, how="left", maintain_order="left").with_columns(
-                pl.col(c).forward_fill().over(KEY) for c in [a.meta.output_name() for a in aggs]
-            )
-            age = (pl.col(AS_OF) - pl.col(f"{col}_at")).dt.total_days()
+            sparse.append(rows.filter(t < n).group_by(row_of(t).alias(ROW)).agg(aggs))
+            at = pl.col(f"{col}_at").forward_fill().over(KEY)
+            age = (pl.col(AS_OF) - at).dt.total_days()
             fresh = age <= sig.lookback_days if sig.lookback_days is not None else pl.lit(True)
-            result = pl.col(f"{col}_v") if kind == "latest" else age.cast(pl.Float64)
+            result = pl.col(f"{col}_v").forward_fill().over(KEY) if kind == "latest" else age.cast(pl.Float64)
             outputs.append(pl.when(fresh).then(result).cast(pl.Float64).alias(col))
         elif kind == "open_count":
             start, end = OPEN_COLUMNS[tplan.table]
-            lo = _index_of(dates, _date(start, schema))
-            hi = _index_of(dates, _date(end, schema)).fill_null(n) if end in schema else pl.lit(n, pl.Int32)
-            events = (
+            lo = clamp(grid.t_of(_date(start, schema)))
+            sparse.append(
                 pl.concat(
                     [
                         rows.select(KEY, lo.alias(T_IDX), pl.lit(1, pl.Int64).alias("_d")),
-                        rows.select(KEY, hi.alias(T_IDX), pl.lit(-1, pl.Int64).alias("_d")),
+                        rows.select(KEY, end_of(end).alias(T_IDX), pl.lit(-1, pl.Int64).alias("_d")),
                     ]
                 )
                 .filter(pl.col(T_IDX) < n)
                 .group_by(row_of(pl.col(T_IDX)).alias(ROW))
                 .agg(pl.col("_d").sum().alias(f"{col}_d"))
             )
-            dense = dense.join(events, on=ROW, how="left", maintain_order="left")
             outputs.append(pl.col(f"{col}_d").fill_null(0).cum_sum().over(KEY).cast(pl.Float64).alias(col))
         else:  # open_max_age, max_days_overdue: explode each record over the dates it is open
             start, end = OPEN_COLUMNS[tplan.table]
             if kind == "max_days_overdue":
                 since = pl.col("due_date").cast(pl.Date)
-                lo = pl.max_horizontal(
-                    _index_of(dates, since, side="right"), _index_of(dates, _date("issued_at", schema))
-                )
+                lo = pl.max_horizontal(clamp(grid.t_after(since)), clamp(grid.t_of(_date("issued_at", schema))))
             else:
                 since = _date(start, schema)
-                lo = _index_of(dates, since)
-            hi = _index_of(dates, _date(end, schema)).fill_null(n) if end in schema else pl.lit(n, pl.Int32)
-            spans = (
-                rows.select(KEY, since.alias("_since"), lo.alias("_lo"), hi.alias("_hi"))
+                lo = clamp(grid.t_of(since))
+            sparse.append(
+                rows.select(KEY, since.alias("_since"), lo.alias("_lo"), end_of(end).alias("_hi"))
                 .filter(pl.col("_lo") < pl.col("_hi"))
-                .with_columns(pl.int_ranges("_lo", "_hi", dtype=pl.Int32).alias(T_IDX))
+                .with_columns(pl.int_ranges("_lo", "_hi", dtype=pl.Int64).alias(T_IDX))
                 .explode(T_IDX)
                 .group_by(row_of(pl.col(T_IDX)).alias(ROW))
                 .agg(pl.col("_since").min().alias(f"{col}_since"))
             )
-            dense = dense.join(spans, on=ROW, how="left", maintain_order="left")
             days = (pl.col(AS_OF) - pl.col(f"{col}_since")).dt.total_days().cast(pl.Float64)
             outputs.append(days.fill_null(0.0).alias(col))
-    return dense.select(ROW, *outputs)
+    return sparse, outputs

@@ -156,13 +156,34 @@ def _rules(model: HealthModel) -> list[pl.Expr]:
     ]
 
 
+def model_account_columns(model: HealthModel) -> list[str]:
+    """The account columns the model reads: in segment and rule conditions and signals."""
+    cols: set[str] = set()
+    for seg in model.segments.values():
+        if seg.when:
+            cols.update(pl.sql_expr(seg.when).meta.root_names())
+    for rule in model.rules:
+        cols.update(pl.sql_expr(rule.when).meta.root_names())
+    for sig in model.signals.values():
+        for obj in (sig, sig.numerator, sig.denominator):
+            if obj is not None and getattr(obj, "column", None):
+                cols.add(obj.column)  # type: ignore[union-attr]
+    return sorted(cols - set(model.signals) - {"score", "coverage", "health_segment"})
+
+
 def score_lazy(
     tables: Mapping[str, Frame],
     model: HealthModel,
     as_of: Sequence[dt.date],
     signals: Sequence[str] | None = None,
+    lean: bool = False,
+    stream_rollups: bool = False,
 ) -> pl.LazyFrame:
-    return score_features(compute_features(tables, model, as_of, signals), model, signals)
+    """`lean`: carry only the account columns the model reads; `stream_rollups`: see
+    `compute_features`."""
+    columns = model_account_columns(model) if lean else None
+    features = compute_features(tables, model, as_of, signals, columns, stream_rollups)
+    return score_features(features, model, signals)
 
 
 def score(
@@ -188,10 +209,15 @@ def score_history(
     weeks: int = 104,
     signals: Sequence[str] | None = None,
     streaming: bool = False,
+    lean: bool = False,
 ) -> pl.DataFrame:
-    """Scores as of every week over `weeks` weeks ending on `end`, in one vectorised pass."""
-    lf = score_lazy(tables, model, weekly_dates(end, weeks), signals)
-    return lf.collect(engine="streaming") if streaming else lf.collect()
+    """Scores as of every week over `weeks` weeks ending on `end`, in one vectorised pass.
+
+    `streaming=True` runs the raw-table roll-ups on the streaming engine (large books).
+
+    `lean=True` leaves out the account columns the model does not read (name, owner,
+    ...): join them back from `accounts` where they are shown."""
+    return score_lazy(tables, model, weekly_dates(end, weeks), signals, lean, stream_rollups=streaming).collect()
 
 
 def default_as_of(tables: Mapping[str, Frame]) -> dt.date:
