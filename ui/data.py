@@ -93,6 +93,11 @@ def _rows(_summary: pl.DataFrame, source_key: str, model_hash: str, as_of: dt.da
 
 
 @st.cache_data(ttl=TTL, show_spinner=False)
+def _as_of(_tables: dict[str, pl.DataFrame], key: str) -> dt.date:
+    return default_as_of(_tables)
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
 def _freshness(_tables: dict[str, pl.DataFrame], source_key: str, today: dt.date) -> pl.DataFrame:
     return freshness(_tables, today)
 
@@ -162,9 +167,9 @@ def load_book() -> Book | Broken:
     cfg = config_path()
     # Two configs may name a source alike ("sample"): the config file and its version are
     # part of the key, so editing sources.yaml reloads.
-    key = f"{cfg.resolve()}@{_mtime(cfg)}|{name}|{text}"
+    load_key = f"{cfg.resolve()}@{_mtime(cfg)}|{name}|{text}"
     try:
-        result = _load(source, key)
+        result = _load(source, load_key)
     except Exception as exc:  # an adapter failing outright: say so, no traceback
         return Broken(f"Could not load the source '{name}'", f"{type(exc).__name__}: {exc}", name, text)
     accounts = result.tables.get("accounts")
@@ -187,7 +192,8 @@ def load_book() -> Book | Broken:
             text,
             details=[str(i) for i in exc.issues],
         )
-    as_of = default_as_of(result.tables)
+    key = f"{load_key}|loaded {result.loaded_at.isoformat()}"  # a new load means new scores
+    as_of = _as_of(result.tables, key)
     history = _history(result.tables, loaded.model, key, loaded.hash, as_of, HISTORY_WEEKS)
     summary = _summary(history, loaded.model, key, loaded.hash, as_of)
     rows = _rows(summary, key, loaded.hash, as_of)
@@ -197,7 +203,7 @@ def load_book() -> Book | Broken:
 
 def reload() -> None:
     """Forget every cached load, score and view: the next run reads the source again."""
-    for fn in (_source, _load, _model, _history, _summary, _rows, _freshness, _account_view):
+    for fn in (_source, _load, _model, _as_of, _history, _summary, _rows, _freshness, _account_view):
         fn.clear()
 
 
