@@ -125,9 +125,9 @@ def bench_book(label: str, n_accounts: int, config: Path | None) -> list[tuple[s
 
 
 def main() -> None:
-    import logging
+    from streamlit.logger import set_log_level
 
-    logging.getLogger("streamlit").setLevel(logging.ERROR)  # "no runtime" notes from cache clearing
+    set_log_level("error")  # "no runtime" notes from clearing caches outside a server
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=10_000, help="size of the big book (default 10000)")
     parser.add_argument("--skip-small", action="store_true", help="only the big book")
