@@ -109,6 +109,44 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    """Score every past renewal `--lead-days` before it and compare with its outcome."""
+    import json
+
+    import polars as pl
+
+    from health.backtest import BacktestError, format_report, run_backtest
+
+    try:
+        loaded, result = _load_for_scoring(args)
+        history = None
+        if args.account_history:
+            path = Path(args.account_history)
+            try:
+                history = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path, try_parse_dates=True)
+            except (OSError, pl.exceptions.PolarsError) as exc:
+                raise BacktestError(f"cannot read the account history {path}: {str(exc).splitlines()[0]}") from None
+        backtest = run_backtest(
+            result.tables,
+            loaded.model,
+            lead_days=args.lead_days,
+            downgrade=args.downgrade,
+            account_history=history,
+            snap=args.snap,
+            model_version=loaded.hash,
+        )
+    except (ModelError, SourceConfigError, BacktestError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(format_report(backtest))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(backtest.to_dict(), indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m health", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -139,6 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="config/sources.yaml")
     p.add_argument("--source", default=None)
     p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser("backtest", help="check the model against past renewals: AUC, lift, recall, calibration")
+    p.add_argument("--model", default="weights.yaml")
+    p.add_argument("--lead-days", type=int, default=90, help="score each renewal this many days before it")
+    p.add_argument("--downgrade", action="store_true", help="count a downgrade as a bad outcome, like a churn")
+    p.add_argument("--snap", choices=("auto", "day", "week"), default="auto",
+                   help="as-of dates exact (day) or on the weekly grid (week); auto: weekly only for big books")
+    p.add_argument("--account-history", default=None, metavar="FILE",
+                   help="dated account attributes (account_id, valid_from, valid_to, ...) as CSV or Parquet")
+    p.add_argument("--source", default=None)
+    p.add_argument("--config", default="config/sources.yaml")
+    p.add_argument("--out", default=None, metavar="FILE.json", help="also write the figures and per-renewal rows as JSON")
+    p.set_defaults(func=_cmd_backtest)
     return parser
 
 
