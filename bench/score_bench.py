@@ -45,8 +45,13 @@ def _measure(folder: str, weeks: int, streaming: bool) -> dict:
     t0 = time.perf_counter()
     out = score_history(tables, model, end, weeks=weeks, streaming=streaming, lean=True)
     wall = time.perf_counter() - t0
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"wall_s": round(wall, 2), "peak_rss_gib": round(peak_kib / 1024 / 1024, 2), "rows": out.height}
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "wall_s": round(wall, 2),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        "peak_rss_gib": round(usage.ru_maxrss / 1024 / 1024, 2),
+        "rows": out.height,
+    }
 
 
 def _child(folder: Path, weeks: int, streaming: bool) -> dict:
@@ -60,6 +65,11 @@ def _child(folder: Path, weeks: int, streaming: bool) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _load_note() -> str:
+    one, five, _ = __import__("os").getloadavg()
+    return f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {__import__('os').cpu_count()} cores"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
@@ -70,7 +80,7 @@ def main() -> None:
     from sources.sample import ensure_sample
 
     streaming = not args.in_memory
-    print(f"engine: {'streaming' if streaming else 'in-memory'}; model: weights.yaml")
+    print(f"roll-ups: {'streaming' if streaming else 'in-memory'}; model: weights.yaml; {_load_note()}")
     for n in args.sizes:
         folder = ROOT / "data" / f"bench-{n}"
         t0 = time.perf_counter()
@@ -83,7 +93,10 @@ def main() -> None:
         for weeks in (0, args.weeks):
             r = _child(folder, weeks, streaming)
             label = "one as-of date" if weeks == 0 else f"{weeks + 1} weekly as-of dates"
-            print(f"  {label:>24}: {r['wall_s']:6.2f} s, peak RSS {r['peak_rss_gib']:.2f} GiB, {r['rows']:,} rows")
+            print(
+                f"  {label:>24}: {r['wall_s']:6.2f} s wall ({r['cpu_s']:.1f} s CPU), "
+                f"peak RSS {r['peak_rss_gib']:.2f} GiB, {r['rows']:,} rows"
+            )
 
 
 if __name__ == "__main__":
