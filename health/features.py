@@ -9,11 +9,11 @@ date give the earliest windows their full length.
 
 * **Windowed aggregates** (sum / count / mean / trend / share / ratio): each table is
   rolled up once to (account, grid bin) — one pass over the big usage table — joined to
-  the grid, and a running total is taken down the whole grid. A window sum is the
-  difference of the running total at its two ends, a shift by a whole number of rows.
-  Crossing into the previous account's rows is harmless: the subtraction removes
-  everything before the window, whoever it belonged to, and the warm-up rows keep every
-  as-of row's window inside its own account. No window is re-aggregated per date.
+  the grid, and a window is a rolling sum over a whole number of grid rows (shifted for
+  an offset, e.g. the prior window of a trend). The warm-up rows keep every as-of row's
+  window inside its own account, so the rolling sum runs down the whole grid at once.
+  No window is re-aggregated per date. (A running total differenced at both ends would
+  be as fast, but loses digits once it has summed a whole book of usage.)
 * **State at T** (latest value, days since, open tickets, days overdue): each record
   lands on the first grid date at or after it; a forward fill or a running total per
   account carries it to later dates.
@@ -83,7 +83,8 @@ class _TablePlan:
     all_metrics: bool = False
 
     def agg(self, kind: str, cond: pl.Expr, value: str | None, label: str) -> str:
-        name = f"_a_{len(self.agg_exprs)}_{label}"
+        # Table-qualified: every table's roll-up is joined onto the same grid.
+        name = f"_a_{self.table}_{len(self.agg_exprs)}_{label}"
         for existing, expr in self.agg_exprs.items():
             if expr.meta.eq(self._agg_expr(kind, cond, value)):
                 return existing
@@ -388,10 +389,13 @@ def _table_features(frame: pl.LazyFrame, tplan: _TablePlan, grid: _Grid) -> tupl
         )
         parts.append(binned)
         for name, (agg, w, off) in tplan.windows.items():
-            running = pl.col(agg).fill_null(0).cum_sum()
-            upper = running.shift(off // grid.step, fill_value=0) if off else running
-            lower = running.shift((off + w) // grid.step, fill_value=0)
-            exprs.append((upper - lower).alias(name))
+            total = pl.col(agg).fill_null(0).rolling_sum(window_size=w // grid.step, min_samples=1)
+            if off:
+                total = total.shift(off // grid.step)
+            if agg.endswith("_sum"):
+                # A float window sum that should be exactly zero must not come out as 1e-12.
+                total = pl.when(total.abs() < 1e-9).then(0.0).otherwise(total)
+            exprs.append(total.alias(name))
     if tplan.states:
         state_parts, state_exprs = _state_features(frame, tplan, grid)
         parts.extend(state_parts)
@@ -441,7 +445,9 @@ def _state_features(frame: pl.LazyFrame, tplan: _TablePlan, grid: _Grid) -> tupl
             t = clamp(grid.t_of(pl.col("_date")))
             aggs = [pl.col("_date").max().alias(f"{col}_at")]
             if kind == "latest":
-                aggs.append(pl.col(value).cast(pl.Float64).sort_by("_date").last().alias(f"{col}_v"))  # type: ignore[arg-type]
+                # Several answers on the latest day (two respondents): their mean.
+                latest_day = pl.col(value).cast(pl.Float64).filter(pl.col("_date") == pl.col("_date").max())  # type: ignore[arg-type]
+                aggs.append(latest_day.mean().alias(f"{col}_v"))
             sparse.append(rows.filter(t < n).group_by(row_of(t).alias(ROW)).agg(aggs))
             at = _fill_within_account(pl.col(f"{col}_at"), pl.col(f"{col}_at"))
             age = (pl.col(AS_OF) - at).dt.total_days()

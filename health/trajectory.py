@@ -112,5 +112,5 @@ def summarize(
         .list.join("; ")
         .alias("what_changed"),
     )
-    helper = [c for c in out.columns if c.endswith(("_1w", "_traj", "_12w")) and c != "change_1w" and c != "change_12w"]
+    helper = ["score_1w", *(f"{c}_1w" for c in contrib), "score_12w", "score_traj", *(f"{c}_traj" for c in sub)]
     return out.drop([*helper, "score_4w", "tier_4w", "_moved"])
