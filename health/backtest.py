@@ -448,7 +448,6 @@ def _as_of_attributes(
         accounts.select("account_id")
         .unique()
         .join(pl.LazyFrame({AS_OF: sorted(set(dates))}, schema={AS_OF: pl.Date}), how="cross")
-        .sort(AS_OF)
     )
     attrs = _check_history(history) if history is not None else []
     replaced: dict[str, str] = {}
@@ -461,7 +460,8 @@ def _as_of_attributes(
     if has_arr:
         next_cols.append(pl.col("arr_before").cast(pl.Float64).alias("_next_arr"))
     upcoming = outcomes.filter(pl.col("renewal_date").is_not_null()).select("account_id", *next_cols).sort("_next_renewal")
-    grid = grid.join_asof(
+    # join_asof needs both sides sorted by the as-of key (a join before it keeps no order).
+    grid = grid.sort(AS_OF).join_asof(
         upcoming,
         left_on=AS_OF,
         right_on="_next_renewal",
@@ -497,7 +497,7 @@ def _as_of_attributes(
             .filter(pl.col("_valid_from").is_not_null())
             .sort("_valid_from")
         )
-        grid = grid.join_asof(
+        grid = grid.sort(AS_OF).join_asof(
             hist, left_on=AS_OF, right_on="_valid_from", by="account_id", strategy="backward", check_sortedness=False
         )
         valid = pl.col("_valid_from").is_not_null() & (
