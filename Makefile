@@ -31,6 +31,7 @@ test: install-dev
 ## Scoring speed and memory at 10k and 100k accounts (see bench/).
 bench: install-dev
 	$(PY) bench/score_bench.py
+	$(PY) bench/app_bench.py
 
 clean:
 	rm -rf $(VENV) data/sample .pytest_cache
