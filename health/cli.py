@@ -75,6 +75,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from health.scoring import default_as_of, score_history
     from health.trajectory import summarize
 
+    if args.out and Path(args.out).suffix not in (".csv", ".parquet"):
+        raise SourceConfigError(f"--out must end in .csv or .parquet, got {Path(args.out).name!r}")
     loaded, result = _load_for_scoring(args)
     as_of = dt.date.fromisoformat(args.as_of) if args.as_of else default_as_of(result.tables)
     if args.history:
@@ -89,10 +91,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix == ".parquet":
             frame.write_parquet(out)
-        elif out.suffix == ".csv":
-            frame.write_csv(out)
         else:
-            raise SourceConfigError(f"--out must end in .csv or .parquet, got {out.name!r}")
+            frame.write_csv(out)
         print(f"wrote {frame.height} rows to {out}")
     else:
         cols = ["account_id", "as_of", "score", "tier", "health_segment", "coverage", "rule"]
@@ -118,7 +118,9 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     from health.backtest import BacktestError, format_report, run_backtest
 
     try:
-        loaded, result = _load_for_scoring(args)
+        if args.out and Path(args.out).suffix not in (".csv", ".parquet"):
+        raise SourceConfigError(f"--out must end in .csv or .parquet, got {Path(args.out).name!r}")
+    loaded, result = _load_for_scoring(args)
         history = None
         if args.account_history:
             path = Path(args.account_history)
