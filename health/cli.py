@@ -118,9 +118,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     from health.backtest import BacktestError, format_report, run_backtest
 
     try:
-        if args.out and Path(args.out).suffix not in (".csv", ".parquet"):
-        raise SourceConfigError(f"--out must end in .csv or .parquet, got {Path(args.out).name!r}")
-    loaded, result = _load_for_scoring(args)
+        loaded, result = _load_for_scoring(args)
         history = None
         if args.account_history:
             path = Path(args.account_history)
