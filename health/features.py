@@ -328,7 +328,9 @@ def compute_features(
             expr = pl.when(
                 pl.col("start_date").is_null() | (pl.col("start_date") <= pl.col(AS_OF) - pl.duration(days=guard))
             ).then(expr)
-        raw_exprs.append(expr.cast(pl.Float64).fill_nan(None).alias(name))
+        # Parallel float sums add up in no fixed order (last-digit noise, 1e-16);
+        # 12 significant digits make every run give the same numbers.
+        raw_exprs.append(expr.cast(pl.Float64).fill_nan(None).round_sig_figs(12).alias(name))
     wide = wide.with_columns(raw_exprs)
     internal = [c for c in wide.collect_schema() if c.startswith("_")]
     return wide.drop(internal)
