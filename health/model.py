@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator, model_validator
 
@@ -19,18 +19,6 @@ TIER_NAMES: tuple[str, ...] = ("at_risk", "watch", "healthy")
 INSUFFICIENT = "insufficient_data"
 TIER_ORDER: dict[str, int] = {"at_risk": 0, "watch": 1, "healthy": 2, INSUFFICIENT: 3}
 
-EVENT_TABLES: tuple[str, ...] = ("usage", "tickets", "invoices", "surveys", "touchpoints", "milestones")
-
-WINDOW_MEASURES = ("sum", "count", "mean", "trend", "share", "ratio")
-MEASURES = WINDOW_MEASURES + (
-    "latest",
-    "days_since",
-    "open_count",
-    "open_max_age",
-    "max_days_overdue",
-    "age",
-    "column",
-)
 Measure = Literal[
     "sum",
     "count",
@@ -46,6 +34,7 @@ Measure = Literal[
     "age",
     "column",
 ]
+MEASURES: tuple[str, ...] = get_args(Measure)
 
 ValueFormat = Literal["number", "integer", "percent", "signed_percent", "days", "currency", "ratio"]
 
