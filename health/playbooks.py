@@ -476,14 +476,15 @@ def prepare(summary: pl.DataFrame, loaded: LoadedPlaybooks, as_of: dt.date | Non
 
 def matching_plays(summary: pl.DataFrame | pl.LazyFrame | Mapping[str, Any], loaded: LoadedPlaybooks) -> pl.DataFrame:
     """Vectorised: one row per (account_id, play) that applies, with title and priority,
-    best first per account — cheap enough for a whole book (no evidence records)."""
+    accounts in the summary's order, best play first — cheap enough for a whole book (no
+    evidence records): e.g. a "next step" column on the at-risk list."""
     df = prepare(_frame(summary), loaded)
     if df.is_empty() or not loaded.plays:
         return pl.DataFrame(schema={"account_id": pl.String, "play": pl.String, "title": pl.String, "priority": pl.Int64})
     order = {k: i for i, k in enumerate(loaded.plays)}
-    hits = df.select(
-        "account_id", *[pl.sql_expr(p.when).fill_null(False).alias(k) for k, p in loaded.plays.items()]
-    ).unpivot(index="account_id", variable_name="play", value_name="hit")
+    hits = df.with_row_index("_row").select(
+        "_row", "account_id", *[pl.sql_expr(p.when).fill_null(False).alias(k) for k, p in loaded.plays.items()]
+    ).unpivot(index=["_row", "account_id"], variable_name="play", value_name="hit")
     return (
         hits.filter(pl.col("hit"))
         .with_columns(
@@ -491,7 +492,7 @@ def matching_plays(summary: pl.DataFrame | pl.LazyFrame | Mapping[str, Any], loa
             pl.col("play").replace_strict({k: p.priority for k, p in loaded.plays.items()}, return_dtype=pl.Int64).alias("priority"),
             pl.col("play").replace_strict(order, return_dtype=pl.Int64).alias("_o"),
         )
-        .sort(["account_id", "priority", "_o"], descending=[False, True, False])
+        .sort(["_row", "priority", "_o"], descending=[False, True, False])
         .select("account_id", "play", "title", "priority")
     )
 
