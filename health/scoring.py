@@ -132,21 +132,24 @@ def score_features(features: pl.LazyFrame, model: HealthModel, signals: Sequence
         .otherwise(pl.lit("healthy"))
     )
     lf = lf.with_columns(by_score.alias("tier_by_score"))
-    lf = lf.with_columns(_rules(model))
+    lf = lf.with_columns(_rules(model, names))
     lf = lf.with_columns(
         pl.coalesce(pl.col("_rule_tier"), pl.col("tier_by_score")).alias("tier"),
     )
     return lf.drop("_w_present", "_w_total", "_rule_tier").with_columns(pl.col("health_segment").cast(pl.String))
 
 
-def _rules(model: HealthModel) -> list[pl.Expr]:
-    if not model.rules:
+def _rules(model: HealthModel, names: Sequence[str]) -> list[pl.Expr]:
+    # Scoring a subset of the signals: rules that read a left-out signal cannot fire.
+    left_out = set(model.signals) - set(names)
+    rules = [r for r in model.rules if not (set(pl.sql_expr(r.when).meta.root_names()) & left_out)]
+    if not rules:
         return [
             pl.lit(None, pl.String).alias("rule"),
             pl.lit(None, pl.String).alias("rule_reason"),
             pl.lit(None, pl.String).alias("_rule_tier"),
         ]
-    conds = [pl.sql_expr(r.when).fill_null(False) for r in model.rules]
+    conds = [pl.sql_expr(r.when).fill_null(False) for r in rules]
 
     def first_match(values: list[str | None]) -> pl.Expr:
         chain = reduce(
@@ -157,9 +160,9 @@ def _rules(model: HealthModel) -> list[pl.Expr]:
         return chain.otherwise(pl.lit(None, pl.String))
 
     return [
-        first_match([r.name for r in model.rules]).alias("rule"),
-        first_match([r.reason or r.name for r in model.rules]).alias("rule_reason"),
-        first_match([r.tier for r in model.rules]).alias("_rule_tier"),
+        first_match([r.name for r in rules]).alias("rule"),
+        first_match([r.reason or r.name for r in rules]).alias("rule_reason"),
+        first_match([r.tier for r in rules]).alias("_rule_tier"),
     ]
 
 

@@ -43,7 +43,7 @@ from sources.registry import register
 
 END_DATE = dt.date(2026, 11, 30)
 HISTORY_DAYS = 730
-SAMPLE_VERSION = 1
+SAMPLE_VERSION = 2
 DEFAULT_ACCOUNTS = 600
 DEFAULT_SEED = 7
 DEFAULT_PATH = "data/sample"

@@ -183,3 +183,11 @@ tiers: {{at_risk: 40, watch: 70}}
     assert -1e-9 <= r["score"] <= 100 + 1e-9  # contributions are summed in floating point
     assert sum(r[f"{s}__contribution"] for s in "abc") == pytest.approx(r["score"], abs=1e-9)
     assert r["coverage"] == pytest.approx(sum(present) / sum(weights))
+
+
+def test_scoring_a_subset_of_signals_skips_rules_on_the_others(tiny):
+    m = model()  # its rule reads `overdue`
+    only_nps = score(tiny, m, T, signals=["nps"])
+    assert only_nps["rule"].null_count() == only_nps.height
+    with_overdue = score(tiny, m, T, signals=["nps", "overdue"])
+    assert with_overdue.filter(pl.col("account_id") == "A1")["rule"].item() == "Very overdue"
