@@ -147,6 +147,42 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sync(args: argparse.Namespace) -> int:
+    """Push waiting / failed actions to the CRM (config/crm.yaml; secrets from
+    .streamlit/secrets.toml or the environment). Exit 1 when some failed (they are kept
+    and retried later), 2 on bad configuration."""
+    from health.actions import sync
+    from health.yaml_config import ConfigError
+    from sources.writeback import build_mailer, build_sink, file_secrets, load_crm_config, open_store
+
+    try:
+        cfg = load_crm_config(args.crm)
+        if args.check_config:
+            from health.model_loader import load_model
+            from health.playbooks import load_playbooks
+            from health.roles import load_roles
+
+            roles = load_roles(args.roles)
+            pb = load_playbooks(args.playbooks, load_model(args.model).model, roles=list(roles.spec.roles))
+            print(f"{args.crm}, {args.roles}, {args.playbooks}: OK — {len(pb.plays)} plays, "
+                  f"{len(roles.spec.users)} users, crm: {cfg.crm}")
+            return 0
+        secrets = file_secrets(args.secrets)
+        store = open_store(cfg)
+        sink = build_sink(cfg, secrets)
+        mailer = build_mailer(cfg, secrets)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        print(f"error: {exc.args[0].splitlines()[0] if exc.issues else exc}", file=sys.stderr)
+        return 2
+    report = sync(store, sink, mailer, force=args.force, limit=args.limit)
+    print(report)
+    counts = store.status_counts()
+    print(", ".join(f"{k} {v}" for k, v in counts.items()) + f" (store {store.path}, crm {sink!r})")
+    return 1 if report.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m health", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -190,6 +226,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="config/sources.yaml")
     p.add_argument("--out", default=None, metavar="FILE.json", help="also write the figures and per-renewal rows as JSON")
     p.set_defaults(func=_cmd_backtest)
+
+    p = sub.add_parser("sync", help="push waiting and failed actions to the CRM (retries with back-off)")
+    p.add_argument("--force", action="store_true", help="ignore the back-off: retry every failed action now")
+    p.add_argument("--limit", type=int, default=200, help="at most this many actions per run")
+    p.add_argument("--crm", default="config/crm.yaml")
+    p.add_argument("--secrets", default=".streamlit/secrets.toml", help="[salesforce] / [smtp] credentials")
+    p.add_argument("--check-config", action="store_true", help="only validate crm.yaml, roles.yaml and playbooks.yaml")
+    p.add_argument("--roles", default="config/roles.yaml")
+    p.add_argument("--playbooks", default="config/playbooks.yaml")
+    p.add_argument("--model", default="weights.yaml")
+    p.set_defaults(func=_cmd_sync)
     return parser
 
 
