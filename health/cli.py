@@ -174,7 +174,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for issue in exc.issues:
             print(issue, file=sys.stderr)
-        print(f"error: {exc.args[0].splitlines()[0] if exc.issues else exc}", file=sys.stderr)
+        print(f"error: {str(exc).splitlines()[0].rstrip(':')}", file=sys.stderr)
         return 2
     report = sync(store, sink, mailer, force=args.force, limit=args.limit)
     print(report)

@@ -366,3 +366,30 @@ def test_crm_yaml_errors_have_lines_and_did_you_mean():
 
 def test_field_error_type_is_exported():
     assert issubclass(CrmFieldError, Exception) and issubclass(CrmMissingAccount, Exception)
+
+
+def test_the_sync_command_pushes_the_outbox(stub, tmp_path, monkeypatch, roles, playbooks, capsys):
+    from health.cli import main
+
+    db = tmp_path / "state.db"
+    store = ActionStore(db)
+    created = act(store, roles, playbooks).record
+    store.close()
+    crm = tmp_path / "crm.yaml"
+    crm.write_text("crm: salesforce\nstore: unused.db\n", encoding="utf-8")
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text(f'[salesforce]\nsession_id = "{stub.session_id}"\ninstance_url = "{stub.instance_url}"\n',
+                       encoding="utf-8")
+    monkeypatch.setenv("CHI_STATE_DB", str(db))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", stub.ca_file)  # the command uses the standard CA setting
+    stub.stop()
+    assert main(["sync", "--crm", str(crm), "--secrets", str(secrets)]) == 1
+    out = capsys.readouterr().out
+    assert "0 synced, 1 failed" in out and "unreachable" in out and stub.session_id not in out
+    stub.start()
+    assert main(["sync", "--crm", str(crm), "--secrets", str(secrets), "--force"]) == 0
+    assert "1 synced, 0 failed" in capsys.readouterr().out
+    assert len(stub.tasks_with("Idempotency_Key__c", created.key)) == 1
+    crm.write_text("crm: salesforse\n", encoding="utf-8")
+    assert main(["sync", "--crm", str(crm)]) == 2
+    assert "did you mean 'salesforce'" in capsys.readouterr().err
