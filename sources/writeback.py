@@ -83,14 +83,20 @@ def file_secrets(path: str | Path = ".streamlit/secrets.toml") -> dict[str, Any]
         raise ConfigError([], f"{path} (not readable TOML: {type(exc).__name__})") from None
 
 
-def _section(secrets: Mapping[str, Any] | None, name: str) -> Mapping[str, Any] | None:
-    if not secrets:
-        return None
+def plain_secrets(secrets: Any) -> dict[str, Any]:
+    """A plain dict copy of a secrets mapping (st.secrets or a dict). `st.secrets` raises
+    when no secrets file exists at all: that is simply no secrets here."""
+    if secrets is None:
+        return {}
     try:
-        sec = secrets.get(name) if hasattr(secrets, "get") else None
-    except Exception:  # noqa: BLE001 - st.secrets raises when no secrets file exists
-        return None
-    return sec if isinstance(sec, Mapping) or hasattr(sec, "get") else None
+        return {str(k): (plain_secrets(v) if hasattr(v, "items") else v) for k, v in secrets.items()}
+    except Exception:  # noqa: BLE001 - StreamlitSecretNotFoundError and friends
+        return {}
+
+
+def _section(secrets: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
+    sec = secrets.get(name)
+    return sec if isinstance(sec, Mapping) else None
 
 
 def build_sink(
@@ -106,9 +112,8 @@ def build_sink(
     if config.crm == "none":
         return None
     sf = config.salesforce
-    section = secrets
-    if secrets is not None and _section(secrets, sf.credentials.secrets_section) is not None:
-        section = _section(secrets, sf.credentials.secrets_section)
+    plain = plain_secrets(secrets)
+    section = _section(plain, sf.credentials.secrets_section) or plain
     creds = credentials_from(section, sf, environ)
     if config.crm == "auto" and not (_has_password(creds) or _has_session(creds)):
         return None
@@ -125,10 +130,9 @@ def build_mailer(
     the CRM as e-mail activities, but not sent by the app)."""
     if not config.smtp.enabled:
         return None
-    section = secrets
-    if secrets is not None and _section(secrets, config.smtp.credentials.secrets_section) is not None:
-        section = _section(secrets, config.smtp.credentials.secrets_section)
-    return SmtpMailer(config.smtp, dict(section) if section else None, environ=environ)
+    plain = plain_secrets(secrets)
+    section = _section(plain, config.smtp.credentials.secrets_section) or plain
+    return SmtpMailer(config.smtp, section or None, environ=environ)
 
 
 def store_path(config: CrmFile, base_dir: str | Path = ".") -> Path:
@@ -150,5 +154,6 @@ __all__ = [
     "load_crm_config",
     "open_store",
     "parse_crm_config",
+    "plain_secrets",
     "store_path",
 ]

@@ -393,3 +393,15 @@ def test_the_sync_command_pushes_the_outbox(stub, tmp_path, monkeypatch, roles, 
     crm.write_text("crm: salesforse\n", encoding="utf-8")
     assert main(["sync", "--crm", str(crm)]) == 2
     assert "did you mean 'salesforce'" in capsys.readouterr().err
+
+
+def test_secrets_that_raise_are_no_secrets():
+    class NoSecretsFile:  # like st.secrets without a secrets.toml
+        def items(self):
+            raise FileNotFoundError("no secrets.toml")
+
+        def get(self, key, default=None):
+            raise FileNotFoundError("no secrets.toml")
+
+    cfg = parse_crm_config("crm: auto\n")
+    assert build_sink(cfg, NoSecretsFile(), environ={}) is None
