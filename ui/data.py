@@ -339,3 +339,76 @@ def build_account_view(book: Book, account_id: str) -> AccountView | None:
 
 def account_view(book: Book, account_id: str) -> AccountView | None:
     return _account_view(book, book.key, book.model_hash, book.as_of, account_id)
+
+
+# ---------------------------------------------------------------------------------------
+# The health model's versions, roles and what-if (the Model page)
+# ---------------------------------------------------------------------------------------
+
+STATE_DB_ENV = "CHI_STATE_DB"
+"""Environment variable: another SQLite state file (default data/state.db)."""
+ROLES_ENV = "CHI_ROLES_FILE"
+"""Environment variable: another roles file (default config/roles.yaml)."""
+
+
+def state_db_path() -> Path:
+    return Path(os.environ.get(STATE_DB_ENV) or ROOT / "data" / "state.db")
+
+
+def roles_path() -> Path:
+    return Path(os.environ.get(ROLES_ENV) or ROOT / "config" / "roles.yaml")
+
+
+def model_store():  # noqa: ANN201 - health.model_versions.VersionStore
+    from health.model_versions import VersionStore
+
+    return VersionStore(state_db_path())
+
+
+@st.cache_resource(show_spinner=False)
+def _roles(path: str, mtime_ns: int):  # noqa: ANN202 - health.roles.Roles
+    from health.roles import load_roles
+
+    return load_roles(path)
+
+
+def get_roles():  # noqa: ANN201 - health.roles.Roles; raises health.yaml_config.ConfigError
+    p = roles_path()
+    return _roles(str(p), _mtime(p))
+
+
+def auth_enabled() -> bool:
+    """Someone is signed in (st.login), or secrets configure [auth]."""
+    try:
+        if st.user.get("is_logged_in"):
+            return True
+    except Exception:  # no auth configured
+        pass
+    try:
+        return "auth" in st.secrets
+    except Exception:  # no secrets file at all
+        return False
+
+
+def role_user(act_as: str | None = None):  # noqa: ANN201 - health.roles.User
+    """Who is looking, with their roles from config/roles.yaml: the signed-in e-mail when
+    auth is on; else the local user — or, in roles.yaml's demo mode (impersonate), the
+    user picked in `act_as` (default CHI_USER / app.local_user)."""
+    roles = get_roles()
+    who, how = current_user()
+    if auth_enabled():
+        return roles.current_user(who if how == "signed in" else None, auth_enabled=True)
+    return roles.current_user(None, auth_enabled=False, act_as=act_as or who)
+
+
+@st.cache_resource(ttl=TTL, show_spinner="Scoring the book with the draft model…", max_entries=16)
+def _what_if(_tables: dict[str, pl.DataFrame], _published: Any, _draft: Any, key: str, published_hash: str,
+             draft_hash: str, as_of: dt.date):  # noqa: ANN202 - health.model_versions.WhatIf
+    from health.model_versions import what_if
+
+    return what_if(_tables, _published, _draft, as_of)
+
+
+def what_if_view(book: Book, draft: LoadedModel):  # noqa: ANN201 - health.model_versions.WhatIf
+    """The draft against the book's (published) model, cached per source x both hashes."""
+    return _what_if(book.tables, book.loaded, draft, book.key, book.model_hash, draft.hash, book.as_of)
