@@ -33,7 +33,7 @@ from typing import Mapping, Sequence
 
 import polars as pl
 
-from health.model import HealthModel, Operand, Signal
+from health.model import HealthModel, Operand, Signal, parse_days
 from health.schema import TABLES
 
 Frame = pl.LazyFrame | pl.DataFrame
@@ -190,16 +190,7 @@ class FeaturePlan:
 
 
 def _days(window: str | int | None) -> int:
-    from health.model import parse_days
-
     return parse_days(window) if window is not None else 0
-
-
-def as_of_frame(as_of: Sequence[dt.date]) -> pl.DataFrame:
-    dates = sorted(set(as_of))
-    if not dates:
-        raise ValueError("at least one as-of date is needed")
-    return pl.DataFrame({AS_OF: dates, T_IDX: list(range(len(dates)))}, schema={AS_OF: pl.Date, T_IDX: pl.Int32})
 
 
 @dataclass(frozen=True)
