@@ -442,7 +442,6 @@ class ActionStore:
             self._con.execute("PRAGMA journal_mode = WAL")
         self._con.execute("PRAGMA foreign_keys = ON")
         self._con.executescript(_SCHEMA)
-        self._con.execute("PRAGMA user_version = 1")
 
     def close(self) -> None:
         with self._lock:
