@@ -25,6 +25,8 @@ from sources.salesforce import SalesforceConfig, SalesforceSink, _has_password, 
 from sources.smtp_mailer import SmtpConfig, SmtpMailer
 
 STATE_DB_ENV = "CHI_STATE_DB"
+ROOT = Path(__file__).resolve().parents[1]
+"""The project root: relative `store:` paths are read from here (as config/ is)."""
 
 
 class CrmFile(Strict):
@@ -135,13 +137,13 @@ def build_mailer(
     return SmtpMailer(config.smtp, section or None, environ=environ)
 
 
-def store_path(config: CrmFile, base_dir: str | Path = ".") -> Path:
+def store_path(config: CrmFile, base_dir: str | Path = ROOT) -> Path:
     override = os.environ.get(STATE_DB_ENV)
     p = Path(override or config.store)
     return p if p.is_absolute() else Path(base_dir) / p
 
 
-def open_store(config: CrmFile, base_dir: str | Path = ".") -> ActionStore:
+def open_store(config: CrmFile, base_dir: str | Path = ROOT) -> ActionStore:
     """The local action store (SQLite; `store:` in config/crm.yaml, or $CHI_STATE_DB)."""
     return ActionStore(store_path(config, base_dir))
 
