@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 
 import polars as pl
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 
 from health.crm import ACTION_TYPES, CrmError, CrmSink, CrmTask, Mail, Mailer
 from health.model import Strict
