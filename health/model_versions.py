@@ -97,6 +97,7 @@ __all__ = [
     "read_model_text",
     "require_model_editor",
     "rollback",
+    "text_hashes",
     "version_at",
     "version_periods",
     "what_if",
@@ -363,7 +364,7 @@ def read_model_text(path: str | Path) -> str:
         return f.read()
 
 
-def _hashes(text: str) -> set[str]:
+def text_hashes(text: str) -> set[str]:
     """The hash of the exact text and of the text as `load_model` reads it (universal
     newlines): a base hash from either matches."""
     return {model_hash(text), model_hash(text.replace("\r\n", "\n").replace("\r", "\n"))}
@@ -456,13 +457,13 @@ def _stale_message(path: Path, base_hash: str | None, base: Version | None, curr
 
 def _check_base(store: VersionStore, con: sqlite3.Connection, path: Path, text: str, current: Version,
                 base_hash: str | None) -> None:  # fmt: skip
-    if base_hash is not None and base_hash in _hashes(text):
+    if base_hash is not None and base_hash in text_hashes(text):
         return
     if base_hash is None:
         return
     base = None
     for v in reversed(store.versions(_model_key(path), con)):
-        if base_hash in _hashes(v.text):
+        if base_hash in text_hashes(v.text):
             base = v
             break
     raise StaleDraft(_stale_message(path, base_hash, base, current), base_hash, current, base)
@@ -600,7 +601,7 @@ def with_model_version(frame: pl.DataFrame, loaded_hash: str, store: StoreLike =
     this hash, null if none) and `model_hash` columns."""
     number = None
     for v in history(store, path):
-        if loaded_hash in _hashes(v.text):
+        if loaded_hash in text_hashes(v.text):
             number = v.number
     return frame.with_columns(
         pl.lit(number, pl.Int64).alias("model_version"), pl.lit(loaded_hash, pl.String).alias("model_hash")

@@ -5,6 +5,8 @@ health/model_versions.py (ops role, reason, validation, stale drafts), not here.
 
 from __future__ import annotations
 
+import sqlite3
+
 import polars as pl
 import streamlit as st
 
@@ -18,13 +20,20 @@ from ui.fmt import money, tier_label
 EDITOR_KEYS = ("weights_editor", "tiers_editor", "points_editor", "yaml_editor", "publish_reason")
 ALL_SEGMENTS = "All segments (default)"
 
+st.title("Health model")
 path = data.model_path()
-store = data.model_store()
-published = mv.ensure_recorded(path, store)  # records the file as version 1 the first time
-versions = mv.history(store, path)
+try:
+    store = data.model_store()
+    published = mv.ensure_recorded(path, store)  # records the file as version 1 the first time
+    versions = mv.history(store, path)
+except FileNotFoundError:
+    st.error(f"**No health model at `{path}`.** Restore weights.yaml (or point CHI_MODEL at one) and reload.")
+    st.stop()
+except (OSError, sqlite3.Error) as exc:
+    st.error(f"**The model version store `{data.state_db_path()}` cannot be used:** {exc}")
+    st.stop()
 current_text = published.text
 
-st.title("Health model")
 st.caption(
     f"`{path.name}` · published **version {published.number}** (`{published.hash}`) · "
     f"{published.who}, {published.at:%d %b %Y %H:%M} UTC · “{published.reason}”"
@@ -40,12 +49,14 @@ except ConfigError as exc:
 act_as = None
 if roles is not None and roles.may_impersonate and not data.auth_enabled():
     people = [u.email for u in roles.users()]
+    me, _ = data.current_user()  # CHI_USER / app.local_user: who this laptop says it is
     act_as = st.selectbox(
         "Acting as (demo mode: no sign-in; see config/roles.yaml)",
         [None, *people],
+        index=people.index(me.lower()) + 1 if me and me.lower() in people else 0,
         format_func=lambda e: roles.local_user().label if e is None else roles.user(e).label,
         key="act_as",
-    )
+    ) or ""  # "" = the local user, picked on purpose
 user = data.role_user(act_as) if roles is not None else None
 editor = mv.can_edit_model(user)
 if not editor:
@@ -76,6 +87,11 @@ except ModelError as exc:
     base_loaded = None
     st.error(f"**The published model has errors** — fix them in the YAML tab ({len(exc.issues)} issue(s)):")
     st.code("\n".join(str(i) for i in exc.issues), language=None)
+
+
+def rows_height(n: int) -> int:
+    """A table tall enough to show `n` rows without scrolling."""
+    return (n + 1) * 35 + 3
 
 
 def frame(value) -> pl.DataFrame:  # noqa: ANN001 - what st.data_editor hands back
@@ -112,14 +128,15 @@ with tab_form:
         )
         wcfg = {
             "signal": st.column_config.TextColumn("Signal", disabled=True),
-            "label": st.column_config.TextColumn("What it measures", disabled=True, width="large"),
+            "label": st.column_config.TextColumn("What it measures", disabled=True, width="medium"),
             **{seg: st.column_config.NumberColumn(seg, min_value=0.0, step=0.25) for seg in segs},
         }
         if locked:
-            st.dataframe(weights, hide_index=True, column_config=wcfg)
+            st.dataframe(weights, hide_index=True, column_config=wcfg, height=rows_height(weights.height), placeholder="—")
             w_edit = weights
         else:
-            w_edit = frame(st.data_editor(weights, hide_index=True, column_config=wcfg, key="weights_editor"))
+            w_edit = frame(st.data_editor(weights, hide_index=True, column_config=wcfg, height=rows_height(weights.height),
+                                          placeholder="—", key="weights_editor"))  # fmt: skip
 
         st.markdown(
             "**Tier thresholds** — below *at risk* is at risk, below *watch* is watch. A segment with blank "
@@ -139,10 +156,10 @@ with tab_form:
             "watch": st.column_config.NumberColumn("Watch below", min_value=0.0, max_value=100.0, step=1.0),
         }
         if locked:
-            st.dataframe(tiers, hide_index=True, column_config=tcfg)
+            st.dataframe(tiers, hide_index=True, column_config=tcfg, placeholder="default")
             t_edit = tiers
         else:
-            t_edit = frame(st.data_editor(tiers, hide_index=True, column_config=tcfg, key="tiers_editor"))
+            t_edit = frame(st.data_editor(tiers, hide_index=True, column_config=tcfg, placeholder="default", key="tiers_editor"))
 
         st.markdown(
             "**Score points** — each signal's raw value → 0..100 sub-score, straight lines between points, "
@@ -244,7 +261,7 @@ if editor:
         book = data.load_book()
         if isinstance(book, data.Broken):
             st.warning(f"No preview: {book.title}.")
-        elif book.model_hash != published.hash:
+        elif book.model_hash not in mv.text_hashes(published.text):
             st.info("The app is still loading the published model: reload to preview.")
         else:
             wi = data.what_if_view(book, draft)
@@ -293,7 +310,8 @@ if editor:
                 st.caption("No account changes tier.")
             st.markdown("**Back-test** — each past renewal scored 90 days before it, published model vs draft")
             if wi.backtest is not None:
-                st.dataframe(mv.backtest_table(wi.backtest["published"], wi.backtest["draft"]), hide_index=True,
+                compare = mv.backtest_table(wi.backtest["published"], wi.backtest["draft"])
+                st.dataframe(compare, hide_index=True, height=rows_height(compare.height),
                                                           column_config={"figure": "Figure", "published": "Published", "draft": "Draft"})  # fmt: skip
             else:
                 st.caption(f"No back-test: {wi.backtest_note}.")

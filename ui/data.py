@@ -393,12 +393,12 @@ def auth_enabled() -> bool:
 def role_user(act_as: str | None = None):  # noqa: ANN201 - health.roles.User
     """Who is looking, with their roles from config/roles.yaml: the signed-in e-mail when
     auth is on; else the local user — or, in roles.yaml's demo mode (impersonate), the
-    user picked in `act_as` (default CHI_USER / app.local_user)."""
+    user picked in `act_as` (None: CHI_USER / app.local_user; "": the local user)."""
     roles = get_roles()
     who, how = current_user()
     if auth_enabled():
         return roles.current_user(who if how == "signed in" else None, auth_enabled=True)
-    return roles.current_user(None, auth_enabled=False, act_as=act_as or who)
+    return roles.current_user(None, auth_enabled=False, act_as=who if act_as is None else act_as)
 
 
 @st.cache_resource(ttl=TTL, show_spinner="Scoring the book with the draft model…", max_entries=16)
