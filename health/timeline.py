@@ -38,8 +38,12 @@ SOURCE_LABELS: dict[str, str] = {
     "touchpoints": "Meetings & calls",
     "milestones": "Milestones",
     "health": "Health tier",
+    "actions": "Actions & decisions",
 }
-"""Lane names, in the order lanes are drawn (top to bottom)."""
+"""Lane names, in the order lanes are drawn (top to bottom). "actions" holds what the team
+did about the account — actions logged (and their approval / sync) and plays dismissed
+with a reason — from `health.actions.ActionStore.account_events`, merged in with
+`with_events`."""
 
 SCHEMA: dict[str, pl.DataType] = {
     "at": pl.Datetime("us"),
@@ -397,6 +401,33 @@ def account_timeline(
     return (
         out.with_columns(pl.col("source").replace_strict(order, default=len(order)).alias("_o"))
         .sort(["at", "_o"], descending=[True, False])
+        .drop("_o")
+    )
+
+
+def with_events(timeline: pl.DataFrame, *extra: pl.DataFrame | None, since: dt.date | None = None) -> pl.DataFrame:
+    """The timeline with more rows of the same shape (e.g. the account's actions and
+    decisions from `ActionStore.account_events`), newest first, lanes in SOURCE_LABELS
+    order for equal times. `since` drops older extra rows.
+
+    No `until` here on purpose: actions and decisions are what the team did, recorded
+    when they did it (UTC) — typically after the data's latest day — and are shown as
+    they are rather than cut off at the score's as-of date."""
+    parts = [timeline.cast(SCHEMA)]
+    for frame in extra:
+        if frame is None or frame.is_empty():
+            continue
+        add = frame.select(list(SCHEMA)).cast(SCHEMA)
+        if since is not None:
+            add = add.filter(pl.col("at") >= dt.datetime.combine(since, dt.time.min))
+        parts.append(add)
+    if len(parts) == 1:
+        return parts[0]
+    order = {s: i for i, s in enumerate(SOURCE_LABELS)}
+    return (
+        pl.concat(parts, how="vertical")
+        .with_columns(pl.col("source").replace_strict(order, default=len(order)).alias("_o"))
+        .sort(["at", "_o"], descending=[True, False], maintain_order=True)
         .drop("_o")
     )
 

@@ -6,7 +6,7 @@ import datetime as dt
 
 import polars as pl
 
-from health.timeline import SCHEMA, SOURCE_LABELS, account_timeline, tier_changes, usage_series
+from health.timeline import SCHEMA, SOURCE_LABELS, account_timeline, tier_changes, usage_series, with_events
 
 D = dt.date
 DT = dt.datetime
@@ -77,8 +77,11 @@ def _history() -> pl.DataFrame:
 def test_every_source_appears_with_the_common_shape():
     tl = account_timeline(_tables(), "A1", history=_history(), until=UNTIL)
     assert dict(tl.schema) == SCHEMA
-    assert set(tl["source"]) == set(SOURCE_LABELS)
+    # every data lane; the "actions" lane comes from the action store (see below)
+    assert set(tl["source"]) == set(SOURCE_LABELS) - {"actions"}
     assert tl["at"].is_sorted(descending=True)
+    merged = with_events(tl, _action_rows())
+    assert set(merged["source"]) == set(SOURCE_LABELS)
 
 
 def test_point_in_time_nothing_after_until():
@@ -179,3 +182,83 @@ def test_usage_smoothing_is_a_trailing_calendar_mean():
     # 2025-03-08 is day 7: mean of days 1..7
     assert got["date"][0] == D(2025, 3, 8)
     assert got["value"][0] == sum(range(1, 8)) / 7
+
+
+# ------------------------------------------------------------------ actions & decisions
+
+
+def _action_rows() -> pl.DataFrame:
+    """What ActionStore.account_events returns: the same shape, source 'actions'."""
+    return pl.DataFrame(
+        {
+            "at": [DT(2025, 4, 2, 10), DT(2025, 3, 20, 9), DT(2025, 3, 20, 9)],
+            "source": ["actions"] * 3,
+            "event": ["dismissed", "action_synced", "action_created"],
+            "title": ["Not done: Training offer — Does not fit", "Task synced to the CRM: Call", "Task logged: Call"],
+            "detail": ["by carlos", "salesforce 00T1", "by carlos"],
+            "ref": ["D1", "1", "1"],
+            "tone": ["info", "good", "info"],
+        },
+        schema=SCHEMA,
+    )
+
+
+def test_actions_lane_is_labelled_and_last():
+    assert SOURCE_LABELS["actions"] == "Actions & decisions"
+    assert list(SOURCE_LABELS)[-1] == "actions"
+
+
+def test_with_events_merges_newest_first_and_keeps_after_until():
+    tl = account_timeline(_tables(), "A1", history=_history(), until=UNTIL)
+    merged = with_events(tl, _action_rows())
+    assert dict(merged.schema) == SCHEMA
+    assert merged.height == tl.height + 3
+    assert merged["at"].is_sorted(descending=True)
+    # an action recorded after the data's last day is still shown (what the team did)
+    assert merged.row(0, named=True)["event"] == "dismissed"
+    acts = merged.filter(pl.col("source") == "actions")
+    assert acts["ref"].to_list() == ["D1", "1", "1"]  # equal times keep the store's order
+    # the ticket t2 opened at the same minute as the action: data lanes come first
+    same = merged.filter(pl.col("at") == DT(2025, 3, 20, 9))
+    assert same["source"].to_list() == ["tickets", "actions", "actions"]
+
+
+def test_with_events_since_none_and_empty():
+    tl = account_timeline(_tables(), "A1", until=UNTIL)
+    assert with_events(tl).equals(tl)
+    assert with_events(tl, None, pl.DataFrame(schema=SCHEMA)).equals(tl)
+    recent = with_events(tl, _action_rows(), since=D(2025, 4, 1))
+    assert recent.filter(pl.col("source") == "actions")["ref"].to_list() == ["D1"]
+    only = with_events(account_timeline({}, "A1", until=UNTIL), _action_rows())
+    assert set(only["source"]) == {"actions"} and only.height == 3
+
+
+def test_store_events_fit_the_timeline(tmp_path):
+    """The real store's rows (an action, its sync, a dismissal) merge into the lane."""
+    from health.actions import ActionStore, action_key, sync
+    from health.crm import MemorySink
+    from health.model_loader import load_model
+    from health.playbooks import load_playbooks
+    from health.roles import load_roles
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    roles = load_roles(root / "config" / "roles.yaml")
+    playbooks = load_playbooks(root / "config" / "playbooks.yaml", load_model(root / "weights.yaml").model,
+                               roles=list(roles.spec.roles))
+    store = ActionStore(tmp_path / "state.db")
+    user = roles.user("carlos.mendes@example.com")
+    acme = {"account_id": "A1", "name": "Acme", "owner": "Carlos Mendes", "crm_id": "001000000000001AAA"}
+    made = store.create_action(user, acme, action_type="task", payload={"subject": "Call the billing contact"},
+                               key=action_key("A1", "billing_follow_up", "n1"), playbooks=playbooks,
+                               play="billing_follow_up")
+    sync(store, MemorySink())
+    store.dismiss(user, acme, play="training_offer", reason="in_progress", note="workshop booked",
+                  key=action_key("A1", "training_offer", "n2", kind="dismiss"), playbooks=playbooks)
+    merged = with_events(account_timeline(_tables(), "A1", until=UNTIL), store.account_events("A1"))
+    lane = merged.filter(pl.col("source") == "actions")
+    assert lane["event"].to_list() == ["dismissed", "action_synced", "action_created"]
+    assert lane["ref"].to_list()[1:] == [str(made.record.id)] * 2
+    assert "workshop booked" in lane["detail"][0]
+    assert merged.row(0, named=True)["source"] == "actions"  # today's decisions are the newest rows
+    store.close()
