@@ -471,3 +471,36 @@ def test_what_if_without_outcomes_says_why(sample):
     w = what_if(tables, m, m)
     assert w.backtest is None and "outcomes" in (w.backtest_note or "")
     assert w.changes.height == 0
+
+
+def test_two_publishers_at_once_one_wins(model_file, tmp_path, ops, other_ops):
+    """Publishes are serialised by SQLite's write lock: from the same base, exactly one
+    lands and the other is refused as stale (never a silent overwrite)."""
+    import threading
+
+    base = read_model_text(model_file)
+    drafts = {
+        "a": (ops, edit_weights(base, [SetWeight("mid", "latest_nps", 3)])),
+        "b": (other_ops, edit_weights(base, [SetTiers(None, watch=80)])),
+    }
+    results: dict[str, object] = {}
+    start = threading.Barrier(2)
+
+    def go(name: str) -> None:
+        who, text = drafts[name]
+        start.wait()
+        try:
+            results[name] = publish(model_file, text, user=who, reason=name, base_hash=model_hash(base),
+                                    store=VersionStore(tmp_path / "race.db"))  # fmt: skip
+        except StaleDraft as exc:
+            results[name] = exc
+
+    threads = [threading.Thread(target=go, args=(n,)) for n in drafts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    won = [n for n, r in results.items() if not isinstance(r, StaleDraft)]
+    assert len(won) == 1
+    assert model_file.read_text() == drafts[won[0]][1]
+    assert [v.kind for v in history(tmp_path / "race.db", model_file)] == ["initial", "publish"]
