@@ -74,6 +74,8 @@ __all__ = [
     "DEFAULT_STORE",
     "MODEL_ROLES",
     "Change",
+    "EditError",
+    "ModelError",
     "NoChange",
     "PermissionDenied",
     "ReasonRequired",

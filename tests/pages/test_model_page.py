@@ -6,7 +6,6 @@ state db (CHI_MODEL / CHI_STATE_DB), never on the repo's files."""
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 
