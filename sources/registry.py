@@ -14,7 +14,7 @@ from sources.base import Source, SourceConfigError, SourceFactory
 
 _FACTORIES: dict[str, SourceFactory] = {}
 
-BUILTIN_MODULES: tuple[str, ...] = ("sources.sample", "sources.files")
+BUILTIN_MODULES: tuple[str, ...] = ("sources.sample", "sources.files", "sources.sql")
 
 
 def register(kind: str) -> Callable[[SourceFactory], SourceFactory]:
