@@ -14,6 +14,7 @@ pages = [
     st.Page("pages/at_risk.py", title="At-risk accounts", icon=":material/priority_high:", url_path="at-risk", default=True),
     st.Page("pages/account.py", title="Account", icon=":material/person_search:", url_path="account"),
     st.Page("pages/segments.py", title="Segments", icon=":material/leaderboard:", url_path="segments"),
+    st.Page("pages/actions.py", title="Actions & approvals", icon=":material/task_alt:", url_path="actions"),
     st.Page("pages/model.py", title="Health model", icon=":material/tune:", url_path="model"),
 ]
 page = st.navigation(pages)

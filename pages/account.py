@@ -8,8 +8,8 @@ import datetime as dt
 import polars as pl
 import streamlit as st
 
-from health.timeline import SOURCE_LABELS
-from ui import charts, data
+from health.timeline import SOURCE_LABELS, with_events
+from ui import actions, charts, data
 from ui.fmt import TABLE_LABELS, money, renewal_words, signed, source_label, tier_label
 
 book = data.book_or_stop()
@@ -76,6 +76,13 @@ else:
     if cur.get("falling"):
         st.warning(f"**Early warning:** {cur['falling_reason']}", icon=":material/trending_down:")
 
+# ---- Recommended next steps (plays, evidence, act / dismiss) ------------------------------------
+action_rows = actions.next_steps(book, acc, cur)
+if action_rows is not None and action_rows.height:
+    # what the team did is dated today, usually after the data's last day: keep it on the axis
+    latest = action_rows["at"].max().date()
+    x_range = (x_range[0], max(x_range[1], latest + dt.timedelta(days=3)))
+
 # ---- Score history -------------------------------------------------------------------------
 st.subheader("Health score, last 52 weeks")
 segment = cur["health_segment"] if cur else (view.history["health_segment"][-1] if view.history.height else None)
@@ -125,7 +132,7 @@ if cur is not None and view.breakdown is not None:
 
 # ---- Timeline ------------------------------------------------------------------------------------
 st.subheader("Timeline")
-tl = view.timeline
+tl = with_events(view.timeline, action_rows, since=view.since)  # + the "Actions & decisions" lane
 if tl.is_empty() and view.usage.is_empty():
     st.info("No events or usage recorded for this account in the last 52 weeks.")
 else:
@@ -133,7 +140,8 @@ else:
     st.plotly_chart(charts.timeline(tl, view.usage, x_range, metrics), key="timeline")
     present = [s for s in SOURCE_LABELS if s in set(tl["source"].to_list())]
     chosen = st.pills(
-        "Show in the list", present, selection_mode="multi", default=present, format_func=source_label, key="tl_sources"
+        "Show in the list", present, selection_mode="multi", default=present, format_func=source_label,
+        key="tl_sources:" + "|".join(present),  # a new lane (e.g. a first action) is shown, not filtered out
     )
     shown = tl.filter(pl.col("source").is_in(chosen or []))
     st.dataframe(

@@ -25,10 +25,15 @@ def sample_book() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _default_env(monkeypatch):
-    """Every test starts from the repo's own config, with nobody signed in."""
+def _default_env(monkeypatch, tmp_path):
+    """Every test starts from the repo's own config, with nobody signed in, and its own
+    empty state db (actions, approvals, model versions) — never the repo's data/state.db."""
     for var in ("CHI_SOURCES_FILE", "CHI_SOURCE", "CHI_MODEL", "CHI_USER"):
         monkeypatch.delenv(var, raising=False)
+    for var in ("SALESFORCE_USERNAME", "SALESFORCE_PASSWORD", "SALESFORCE_SECURITY_TOKEN", "SALESFORCE_SESSION_ID",
+                "SALESFORCE_INSTANCE_URL", "SALESFORCE_DOMAIN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CHI_STATE_DB", str(tmp_path / "state.db"))
 
 
 @pytest.fixture
