@@ -183,6 +183,60 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    """The scheduled run (cron it daily): score, store the day's snapshot, evaluate and send
+    the alerts (config/alerts.yaml), sync the action outbox. Exit 0 ok, 1 some step failed
+    (kept and retried by the next run), 2 bad configuration. See docs/alerts.md."""
+    import datetime as dt
+
+    from health.actions import sync
+    from health.alerts import AlertStore, load_alerts
+    from health.model_loader import load_model
+    from health.roles import load_roles
+    from health.runs import scheduled_run
+    from health.yaml_config import ConfigError
+    from sources.webhooks import build_notifiers
+    from sources.writeback import build_mailer, build_sink, file_secrets, load_crm_config, open_store, store_path
+
+    try:
+        as_of = dt.date.fromisoformat(args.as_of) if args.as_of else None
+    except ValueError:
+        print(f"error: --as-of must be a date YYYY-MM-DD, got {args.as_of!r}", file=sys.stderr)
+        return 2
+    try:
+        loaded = load_model(args.model)
+        cfg = load_crm_config(args.crm)
+        roles = load_roles(args.roles) if Path(args.roles).exists() else None
+        alerts = load_alerts(args.alerts, loaded.model)
+        secrets = file_secrets(args.secrets)
+        notifiers, missing = build_notifiers(alerts, secrets, cfg)
+        if args.check_config:
+            print(f"{args.alerts}: OK — {len(alerts.rules)} rules, channels: "
+                  + ", ".join(f"{n} ({'ready' if n in notifiers else missing.get(n)})" for n in alerts.spec.channels))
+            return 0
+        actions = open_store(cfg)
+        sink = build_sink(cfg, secrets)
+        mailer = build_mailer(cfg, secrets)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        print(f"error: {str(exc).splitlines()[0].rstrip(':')}", file=sys.stderr)
+        return 2
+    _, result = _load_for_scoring(args)
+
+    def sync_step() -> tuple[bool, str]:
+        rep = sync(actions, sink, mailer, limit=args.limit)
+        return not rep.failed, f"sync: {rep}"
+
+    report = scheduled_run(
+        result.tables, loaded, alerts, AlertStore(store_path(cfg)), roles=roles, notifiers=notifiers,
+        not_configured=missing, sync=None if args.no_sync else sync_step, as_of=as_of, source=result.source,
+        send=not args.no_send,
+    )
+    print(report)
+    return report.code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m health", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -237,6 +291,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--playbooks", default="config/playbooks.yaml")
     p.add_argument("--model", default="weights.yaml")
     p.set_defaults(func=_cmd_sync)
+
+    p = sub.add_parser("run", help="the scheduled run: score, snapshot, alerts, send, sync (idempotent per day)")
+    p.add_argument("--as-of", default=None, help="YYYY-MM-DD (default: the data's latest day)")
+    p.add_argument("--alerts", default="config/alerts.yaml")
+    p.add_argument("--check-config", action="store_true", help="only validate alerts.yaml (and say which channels are ready)")
+    p.add_argument("--no-send", action="store_true", help="record the alerts, send nothing (they wait; e.g. a first backfill)")
+    p.add_argument("--no-sync", action="store_true", help="leave the action outbox alone")
+    p.add_argument("--limit", type=int, default=200, help="at most this many actions synced")
+    p.add_argument("--model", default="weights.yaml")
+    p.add_argument("--config", default="config/sources.yaml")
+    p.add_argument("--source", default=None)
+    p.add_argument("--crm", default="config/crm.yaml")
+    p.add_argument("--roles", default="config/roles.yaml")
+    p.add_argument("--secrets", default=".streamlit/secrets.toml", help="[alert_webhooks], [smtp], [salesforce]")
+    p.set_defaults(func=_cmd_run)
     return parser
 
 
