@@ -29,7 +29,7 @@ import datetime as dt
 import math
 from dataclasses import dataclass, field
 from functools import reduce
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import polars as pl
 
@@ -69,6 +69,17 @@ def _cond(sig_like: Signal | Operand, table: str) -> pl.Expr:
     return reduce(lambda a, b: a & b, parts) if parts else pl.col("_date").is_not_null()
 
 
+class AggSpec(NamedTuple):
+    """What one roll-up column adds up, in words a SQL compiler can use
+    (`health.pushdown`): per (account, grid bin), the sum of `value` (kind "sum") or the
+    number of rows (kind "count") where `metric` (usage only) and `where` hold."""
+
+    kind: str
+    metric: str | None
+    where: str | None
+    value: str | None
+
+
 @dataclass
 class _TablePlan:
     """What one event table must deliver: aggregate columns and the windows over them."""
@@ -77,18 +88,22 @@ class _TablePlan:
     agg_exprs: dict[str, pl.Expr] = field(default_factory=dict)
     windows: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     """output column -> (aggregate column, window days, offset days)."""
+    specs: dict[str, AggSpec] = field(default_factory=dict)
+    """aggregate column -> what it adds up (the same as its Polars expression)."""
     states: dict[str, tuple[str, Signal]] = field(default_factory=dict)
     """output column -> (kind, signal) for latest / days_since / open_* / overdue."""
     metrics: set[str] = field(default_factory=set)
     all_metrics: bool = False
 
-    def agg(self, kind: str, cond: pl.Expr, value: str | None, label: str) -> str:
+    def agg(self, kind: str, cond: pl.Expr, value: str | None, label: str, spec: AggSpec | None = None) -> str:
         # Table-qualified: every table's roll-up is joined onto the same grid.
         name = f"_a_{self.table}_{len(self.agg_exprs)}_{label}"
         for existing, expr in self.agg_exprs.items():
             if expr.meta.eq(self._agg_expr(kind, cond, value)):
                 return existing
         self.agg_exprs[name] = self._agg_expr(kind, cond, value)
+        if spec is not None:
+            self.specs[name] = spec
         return name
 
     @staticmethod
@@ -138,7 +153,13 @@ class FeaturePlan:
                 pl.sql_expr(obj.where).fill_null(False) if obj.where else pl.col("_date").is_not_null()
             )
         value = obj.value or DEFAULT_VALUE.get(table)
-        agg = plan.agg(kind, cond, value if kind == "sum" else None, kind)
+        spec = AggSpec(
+            kind,
+            metric if metric is not None else (getattr(obj, "metric", None) if table == "usage" else None),
+            obj.where,
+            value if kind == "sum" else None,
+        )
+        agg = plan.agg(kind, cond, value if kind == "sum" else None, kind, spec)
         return pl.col(plan.window(agg, days, offset))
 
     def _operand(self, op: Operand, table_default: str) -> pl.Expr:
@@ -258,12 +279,18 @@ def compute_features(
     signals: Sequence[str] | None = None,
     account_columns: Sequence[str] | None = None,
     stream_rollups: bool = False,
+    rollup_provider: "RollupProvider | None" = None,
 ) -> pl.LazyFrame:
     """Raw signal values for every account active at each as-of date.
 
     `stream_rollups=True` runs the per-table roll-ups (the part that reads raw records)
     first, on Polars' streaming engine, and returns a plan over their results: the right
     choice when the raw tables are large lazy scans (a benchmark-sized book).
+
+    `rollup_provider` computes the windowed roll-ups elsewhere (`health.pushdown`: in SQL, where
+    the data lives): called with (table, plan, grid), it returns that table's roll-up
+    keyed by grid row (or None to roll up in Polars). A table whose roll-up comes from it
+    need not be in `tables` unless it also has state measures.
 
     Returns a LazyFrame with account_id, as_of, the accounts columns (all of them, or
     `account_columns` — a weekly history of 100k accounts should not copy every name and
@@ -294,22 +321,35 @@ def compute_features(
     rollups: list[pl.LazyFrame] = []
     for table, tplan in plan.tables.items():
         frame = tables.get(table)
-        if frame is None:
+        binned = rollup_provider(table, tplan, grid) if rollup_provider is not None and tplan.windows else None
+        if frame is None and binned is None:
             finish.extend(_empty_columns(tplan))
             continue
-        frame = _prepare(_lazy(frame), tplan, grid)
-        parts, exprs = _table_features(frame, tplan, grid)
+        if frame is None:  # windows pushed down; states (if any) have no data
+            finish.extend(pl.lit(None, dtype=pl.Float64).alias(n) for n in tplan.states)
+            tplan = _TablePlan(table, tplan.agg_exprs, tplan.windows, {}, tplan.specs)
+        else:
+            frame = _prepare(_lazy(frame), tplan, grid)
+        parts, exprs = _table_features(frame, tplan, grid, binned)
         rollups.extend(parts)
         finish.extend(exprs)
     if stream_rollups and rollups:
         # The roll-ups read the raw tables (hundreds of millions of usage rows at scale):
         # run them on the streaming engine, all at once, and keep only their small results.
         rollups = [df.lazy() for df in pl.collect_all(rollups, engine="streaming")]
-    for part in rollups:
-        wide = wide.join(part, on=ROW, how="left", maintain_order="left")
+    if rollups:
+        # One join instead of one per roll-up: each roll-up has its own columns and at
+        # most one row per grid row, so stacking them and taking the max per row merges.
+        # Both sides sorted on the row id: a merge join that keeps the grid's order.
+        merged = pl.concat(rollups, how="diagonal").group_by(ROW).agg(pl.all().max()).sort(ROW)
+        wide = wide.with_columns(pl.col(ROW).set_sorted()).join(
+            merged.with_columns(pl.col(ROW).set_sorted()), on=ROW, how="left", maintain_order="left"
+        )
     if finish:
         wide = wide.with_columns(finish)
-    wide = _active_only(wide.filter(pl.col("_is_as_of")), acc_schema)
+    # The roll-up columns have served; copying them through the filter would not.
+    spent = [c for part in rollups for c in part.collect_schema() if c != ROW]
+    wide = _active_only(wide.drop(spent).filter(pl.col("_is_as_of")), acc_schema)
 
     raw_exprs = []
     for name in plan.names:
@@ -319,9 +359,7 @@ def compute_features(
             expr = pl.when(
                 pl.col("start_date").is_null() | (pl.col("start_date") <= pl.col(AS_OF) - pl.duration(days=guard))
             ).then(expr)
-        # Parallel float sums add up in no fixed order (last-digit noise, 1e-16);
-        # 12 significant digits make every run give the same numbers.
-        raw_exprs.append(expr.cast(pl.Float64).fill_nan(None).round_sig_figs(12).alias(name))
+        raw_exprs.append(expr.cast(pl.Float64).fill_nan(None).alias(name))
     wide = wide.with_columns(raw_exprs)
     internal = [c for c in wide.collect_schema() if c.startswith("_")]
     return wide.drop(internal)
@@ -364,13 +402,21 @@ def _keyed(frame: pl.LazyFrame, grid: _Grid) -> pl.LazyFrame:
     return frame.with_columns(grid.key().alias(KEY)).filter(pl.col(KEY).is_not_null())
 
 
-def _table_features(frame: pl.LazyFrame, tplan: _TablePlan, grid: _Grid) -> tuple[list[pl.LazyFrame], list[pl.Expr]]:
+RollupProvider = Callable[[str, _TablePlan, "_Grid"], "pl.LazyFrame | None"]
+
+
+def _table_features(frame: pl.LazyFrame | None, tplan: _TablePlan, grid: _Grid,
+                    binned: pl.LazyFrame | None = None) -> tuple[list[pl.LazyFrame], list[pl.Expr]]:
     """Sparse per-row frames to join onto the grid, and the expressions that finish the
-    features on the joined grid (which is in row order)."""
+    features on the joined grid (which is in row order). `binned`: the windowed roll-up
+    computed elsewhere (ROW + one column per aggregate), else it is computed here."""
     parts: list[pl.LazyFrame] = []
     exprs: list[pl.Expr] = []
     n = grid.n_dates
-    if tplan.windows:
+    if tplan.windows and binned is not None:
+        parts.append(binned)
+    elif tplan.windows:
+        assert frame is not None
         t = grid.t_of(pl.col("_date"))
         in_grid = (pl.col("_date") > pl.lit(grid.first - dt.timedelta(days=grid.step))) & (
             pl.col("_date") <= pl.lit(grid.last)
@@ -378,9 +424,10 @@ def _table_features(frame: pl.LazyFrame, tplan: _TablePlan, grid: _Grid) -> tupl
         binned = (
             _keyed(frame.filter(in_grid), grid)
             .group_by((pl.col(KEY) * n + t).alias(ROW))
-            .agg([expr.sum().alias(name) for name, expr in tplan.agg_exprs.items()])
+            .agg([_repeatable(expr.sum()).alias(name) for name, expr in tplan.agg_exprs.items()])
         )
         parts.append(binned)
+    if tplan.windows:
         for name, (agg, w, off) in tplan.windows.items():
             total = pl.col(agg).fill_null(0).rolling_sum(window_size=w // grid.step, min_samples=1)
             if off:
@@ -390,10 +437,18 @@ def _table_features(frame: pl.LazyFrame, tplan: _TablePlan, grid: _Grid) -> tupl
                 total = pl.when(total.abs() < 1e-9).then(0.0).otherwise(total)
             exprs.append(total.alias(name))
     if tplan.states:
+        assert frame is not None
         state_parts, state_exprs = _state_features(frame, tplan, grid)
         parts.extend(state_parts)
         exprs.extend(state_exprs)
     return parts, exprs
+
+
+def _repeatable(total: pl.Expr) -> pl.Expr:
+    """A parallel group-by adds floats in no fixed order, so the last bit of a sum can
+    differ between runs; 12 significant digits make every run give the same numbers.
+    (Integer sums are exact already; rounding is a no-op there.)"""
+    return total.round_sig_figs(12)
 
 
 def _fill_within_account(value: pl.Expr, marker: pl.Expr) -> pl.Expr:
