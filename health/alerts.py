@@ -28,7 +28,7 @@ The state lives in SQLite next to the actions (data/state.db, or $CHI_STATE_DB):
 hash), `alert_hits` (which rule held for which account on which run: persistence is
 counted over these), `alerts` (what fired, with the message content frozen at fire time,
 acknowledgements) and `alert_deliveries` (one per alert x channel x recipient: pending,
-sending, delivered, failed — with the error — or expired). Everything is keyed so that a
+sending, delivered, failed — with the error —, expired, or skipped by a `--no-send` run). Everything is keyed so that a
 second run for the same day writes nothing twice and sends nothing twice; a delivery that
 failed is retried by the next run (for `delivery.max_age_days`, then marked expired).
 """
@@ -366,7 +366,7 @@ CREATE TABLE IF NOT EXISTS alert_deliveries (
 CREATE INDEX IF NOT EXISTS alert_deliveries_status ON alert_deliveries (status, channel);
 """
 
-DELIVERY_STATUSES = ("pending", "sending", "delivered", "failed", "expired")
+DELIVERY_STATUSES = ("pending", "sending", "delivered", "failed", "expired", "skipped")
 STALE_SENDING = dt.timedelta(minutes=15)
 
 
@@ -497,6 +497,17 @@ class AlertStore:
                 (_iso(self.now()), by, note or None, alert_id),
             )
             return cur.rowcount == 1
+
+    def skip_deliveries(self, alert_ids: Sequence[int], why: str) -> int:
+        """Mark the pending deliveries of `alert_ids` skipped (recorded, never sent)."""
+        if not alert_ids:
+            return 0
+        marks = ",".join("?" * len(alert_ids))
+        with self.tx() as con:
+            return con.execute(
+                f"UPDATE alert_deliveries SET status = 'skipped', error = ? WHERE status = 'pending' AND alert_id IN ({marks})",
+                (why, *alert_ids),
+            ).rowcount
 
     def delivery_counts(self) -> dict[str, int]:
         rows = self.query("SELECT status, count(*) AS n FROM alert_deliveries GROUP BY status ORDER BY status")
@@ -655,6 +666,10 @@ def evaluate(
         con.execute(
             "INSERT OR IGNORE INTO runs (as_of, started_at, last_run_at) VALUES (?, ?, ?)", (day, now, now)
         )
+        if con.execute("SELECT evaluated_at FROM runs WHERE as_of = ?", (day,)).fetchone()["evaluated_at"]:
+            ev.already = True  # another process evaluated the day meanwhile
+            ev.held = {}
+            return ev
         for key, rule in rules.items():
             hits = held[key]
             ids = hits["account_id"].to_list()

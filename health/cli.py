@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--as-of", default=None, help="YYYY-MM-DD (default: the data's latest day)")
     p.add_argument("--alerts", default="config/alerts.yaml")
     p.add_argument("--check-config", action="store_true", help="only validate alerts.yaml (and say which channels are ready)")
-    p.add_argument("--no-send", action="store_true", help="record the alerts, send nothing (they wait; e.g. a first backfill)")
+    p.add_argument("--no-send", action="store_true", help="record the alerts, send none of them (a backfill, a quiet first run)")
     p.add_argument("--no-sync", action="store_true", help="leave the action outbox alone")
     p.add_argument("--limit", type=int, default=200, help="at most this many actions synced")
     p.add_argument("--model", default="weights.yaml")

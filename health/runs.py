@@ -92,7 +92,8 @@ def scheduled_run(
     """Run every step; never raises for a step's failure (it is reported). `loaded_model`:
     a `health.model_loader.LoadedModel` (its hash goes with the snapshot). `sync`: the
     outbox step, returning (ok, summary line); None skips it. `send=False` records the
-    alerts but sends nothing (deliveries stay pending, e.g. a first backfill)."""
+    alerts but sends nothing: the day's new deliveries are marked `skipped` (a backfill
+    of past days for the back-test, or a first run that should not flood anyone)."""
     from health.scoring import default_as_of
 
     report = RunReport()
@@ -126,7 +127,11 @@ def scheduled_run(
             report.add("snapshot", False, _error(exc))
         try:
             ev = evaluate(summary, model, alerts, store, day, roles, environ=environ)
-            report.add("alerts", True, str(ev))
+            line = str(ev)
+            if not send and ev.alert_ids:
+                n = store.skip_deliveries(ev.alert_ids, "not sent: recorded by a --no-send run")
+                line += f"; {n} deliveries recorded as skipped (--no-send)"
+            report.add("alerts", True, line)
         except Exception as exc:  # noqa: BLE001
             report.add("alerts", False, _error(exc))
             traceback.print_exc()
@@ -139,7 +144,7 @@ def scheduled_run(
             report.add("send", False, _error(exc))
             traceback.print_exc()
     else:
-        report.add("send", True, "send: skipped (--no-send): deliveries stay pending")
+        report.add("send", True, "send: skipped (--no-send); earlier failed or pending deliveries wait for the next run")
 
     if sync is not None:
         try:
