@@ -40,9 +40,11 @@ if flash:
 ui.crm_banner(crm)
 
 counts = store.status_counts()
+METRIC_WORDS = {"needs_approval": "Needs approval", "pending": "Waiting to sync", "failed": "Sync failed",
+                "synced": "Synced", "rejected": "Rejected"}
 c = st.columns(5)
-for col, status in zip(c, ("needs_approval", "pending", "failed", "synced", "rejected")):
-    col.metric(STATUS_WORDS[status], counts.get(status, 0), border=True)
+for col, (status, words) in zip(c, METRIC_WORDS.items()):
+    col.metric(words, counts.get(status, 0), border=True)
 
 # ---- Waiting for approval ------------------------------------------------------------------------
 waiting = list(reversed(store.actions(statuses=["needs_approval"])))  # oldest first
@@ -109,7 +111,9 @@ for a in waiting:
                             st.session_state["actions_flash"] = ("info", f"Rejected “{done.subject}”: it will not be sent.")
                         st.rerun()
             else:
-                st.caption(f":material/lock: {ui.md(why_not)}")
+                can = [u.name for u in roles.users() if ui.why_not_approve(roles, u, a) is None]
+                st.caption(f":material/lock: {ui.md(why_not)}"
+                           + (f" — {ui.md(', '.join(can))} can approve it." if can else ""))
         with right:
             if a.evidence:
                 st.markdown("**Evidence the CSM saw**")
@@ -123,7 +127,9 @@ st.subheader(f"Not yet in Salesforce ({len(outbox)})")
 may_sync_all = allowed(user, "sync")
 mine = [a.id for a in outbox if allowed(user, "retry", a.account) or allowed(user, "act", a.account)]
 left, right = st.columns([3, 1], vertical_alignment="center")
-if not crm.connected:
+if not outbox:
+    left.caption("Nothing waits: every approved action is in Salesforce.")
+elif not crm.connected:
     left.caption(f"{ui.NOT_CONNECTED}. “Sync now” works once it is connected.")
 elif may_sync_all:
     left.caption("You may push everyone's waiting and failed actions (the `sync` permission); "
@@ -158,8 +164,6 @@ if pending:
     st.dataframe(ui.actions_frame(pending, playbooks).drop("Status", "Detail"), hide_index=True,
                  column_config={"Account": ui.ACCOUNT_LINK,
                                 "When": st.column_config.DatetimeColumn("When (UTC)", format="DD MMM YYYY HH:mm")})
-if not outbox:
-    st.caption("Everything approved is in Salesforce.")
 
 # ---- Recent actions by person ---------------------------------------------------------------------
 st.subheader("Recent actions")
@@ -169,8 +173,7 @@ if not recent:
 else:
     people = sorted({a.created_by for a in recent})
     pick = st.selectbox("Logged by", [None, *people], key="recent_by",
-                        format_func=lambda e: "Everyone" if e is None else e,
-                        index=1 + people.index(user.email) if user.email in people else 0)
+                        format_func=lambda e: "Everyone" if e is None else e)
     shown = [a for a in recent if pick is None or a.created_by == pick]
     frame = ui.actions_frame(shown, playbooks)
     by_person = (

@@ -162,7 +162,7 @@ def acting_user() -> User:
                 st.session_state["act_as"] = st.session_state["_act_as"]
             default = data.role_user(None)
             act_as = st.selectbox(
-                "Acting as (demo mode)",
+                "Demo mode — act as",
                 [None, *people],
                 format_func=lambda e: f"{default.label} — default" if e is None else roles.user(e).label,
                 key="act_as",
@@ -171,8 +171,23 @@ def acting_user() -> User:
             )
             st.session_state["_act_as"] = act_as
         user = data.role_user(act_as)
-        st.caption(f"Acting as **{user.label}**" + ("" if user.known else " — not in config/roles.yaml: read-only"))
+        st.caption(f"Acting as **{user.label}**: " + may_words(user))
     return user
+
+
+_SCOPE_WORDS = {"own": "own accounts", "team": "their team's accounts", "all": "all accounts"}
+
+
+def may_words(user: User) -> str:
+    """'act, dismiss, retry (own accounts)' — what the user's roles grant, in words."""
+    if not user.known:
+        return "not listed in config/roles.yaml, so read-only"
+    by_scope: dict[str, list[str]] = {}
+    for perm, scope in user.grants.items():
+        by_scope.setdefault(scope, []).append(perm)
+    if not by_scope:
+        return "read-only"
+    return "; ".join(f"{', '.join(perms)} ({_SCOPE_WORDS.get(scope, scope)})" for scope, perms in by_scope.items())
 
 
 # ---------------------------------------------------------------------------------------
@@ -304,7 +319,7 @@ def retry_button(a: Action, store: ActionStore, crm: Crm, user: User, key: str) 
         return
     may = allowed(user, "retry", a.account) or allowed(user, "act", a.account)
     label = "Retry" if a.status == "failed" else "Sync now"
-    if st.button(label, key=key, icon=":material/refresh:", disabled=not may,
+    if st.button(label, key=key, icon=":material/refresh:", disabled=not may, width="stretch",
                  help=None if may else f"{user.label} may not retry actions on this account"):
         try:
             store.retry(user, a.id)
@@ -364,6 +379,7 @@ class Panel:
         self.account = _account_fields(account)
         self.account_id = str(account["account_id"])
         self._actions = store.actions_for_account(self.account_id)
+        self.total = 0
         self._decisions = store.decisions_for_account(self.account_id)
 
     # -- one play ---------------------------------------------------------------------------
@@ -376,7 +392,7 @@ class Panel:
 
     def card(self, rec: Recommendation, rank: int, handled: str | None) -> None:
         with st.container(border=True):
-            badges = [f":gray-badge[#{rank}]"]
+            badges = [f":gray-badge[Rank {rank} of {self.total}]"]
             need = sorted({r for r in rec.approval.values() if r})
             if need:
                 types = [type_label(self.playbooks, t) for t, r in rec.approval.items() if r]
@@ -463,13 +479,13 @@ class Panel:
                 + (f" (needs {rec.approval[t]} approval)" if rec.approval.get(t) else ""),
             )
             subject = st.text_input("Subject", value=d.subject, key=f"af:{b}:subject", max_chars=255)
-            c1, c2, c3 = st.columns([1, 1.6, 1])
+            c1, c2 = st.columns(2)
             due = c1.date_input("Due date", value=_due_default(rec), key=f"af:{b}:due", format="YYYY-MM-DD",
                                 help="For a CRM task; e-mails and notes are logged as done.")
-            owner = c2.text_input("Owner (e-mail)", value=d.owner_email or "", key=f"af:{b}:owner",
-                                  help="Who the Salesforce Task is assigned to (matched to a Salesforce user by e-mail).")
-            priority = c3.selectbox("Priority", PRIORITIES, index=PRIORITIES.index(d.priority) if d.priority in PRIORITIES else 1,
+            priority = c2.selectbox("Priority", PRIORITIES, index=PRIORITIES.index(d.priority) if d.priority in PRIORITIES else 1,
                                     key=f"af:{b}:priority", format_func=str.capitalize)
+            owner = st.text_input("Owner (e-mail)", value=d.owner_email or "", key=f"af:{b}:owner",
+                                  help="Who the Salesforce Task is assigned to (matched to a Salesforce user by e-mail).")
             body = st.text_area("Description", value=d.body, key=f"af:{b}:body", height=130)
             to = ""
             if "email" in rec.action_types:
@@ -517,10 +533,8 @@ class Panel:
             return
         show_status(a, self.crm)
         st.caption(action_line(a, self.playbooks) + f" · action #{a.id}")
-        c1, c2 = st.columns(2)
-        with c1:
-            retry_button(a, self.store, self.crm, self.user, key=f"retry:{b}:{a.id}")
-        if c2.button("Log another action", key=f"another:{b}", icon=":material/add:", width="stretch"):
+        retry_button(a, self.store, self.crm, self.user, key=f"retry:{b}:{a.id}")
+        if st.button("Log another action", key=f"another:{b}", icon=":material/add:", width="stretch"):
             _drop_keys(f"nonce:{b}", f"done:nonce:{b}", f"af:{b}:")
             st.session_state[f"mode:{b}"] = "act"
             st.rerun()
@@ -604,6 +618,7 @@ def next_steps(book: data.Book, account: Mapping[str, Any], current: Mapping[str
         st.caption("No play applies to this account right now (config/playbooks.yaml).")
         return store.account_events(account_id)
     panel = Panel(book, account, playbooks, store, crm, user)
+    panel.total = len(recs)
     handled = store.handled_plays(account_id, within_days=HANDLED_DAYS)
     ranked = [(i + 1, r, handled.get(r.play)) for i, r in enumerate(recs)]
     now = [x for x in ranked if x[2] is None or panel.touched(x[1])]
@@ -617,7 +632,8 @@ def next_steps(book: data.Book, account: Mapping[str, Any], current: Mapping[str
     if now:
         panel.grid(now)
     if earlier:
-        with st.expander(f"Handled in the last {HANDLED_DAYS} days ({len(earlier)})"):
+        names = "; ".join(f"{r.title} ({h})" for _, r, h in earlier)
+        with st.expander(f"Handled in the last {HANDLED_DAYS} days: {names}"):
             panel.grid(earlier)
     return store.account_events(account_id)
 

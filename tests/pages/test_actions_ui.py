@@ -127,7 +127,7 @@ def test_plays_are_ranked_with_their_evidence_and_policy(account, book, playbook
     # ranked: the titles appear in the engine's order, each card numbered
     heads = [m.value for m in at.markdown if m.value.startswith("#### ")]
     assert [h.splitlines()[0][5:] for h in heads] == [r.title for r in recs]
-    assert all(f":gray-badge[#{i + 1}]" in h for i, h in enumerate(heads))
+    assert all(f":gray-badge[Rank {i + 1} of {len(recs)}]" in h for i, h in enumerate(heads))
     renewal = next(h for h in heads if "Renewal risk review" in h)
     assert "Needs manager approval" in renewal
     # the billing play's evidence: the signal in words, the overdue invoice, the policy
@@ -269,7 +269,8 @@ def test_dismiss_with_a_reason_is_logged_shown_and_on_the_timeline(account, stor
     assert any(w.startswith("Not done: Training offer (low adoption) — Other (say why)") for w in rows["What"])
     # "Done": the play is folded into the handled ones, the decision still shown on its card
     click(at, f"dismiss_done:{base}")
-    assert any(e.label.startswith("Handled in the last 30 days") for e in at.expander)
+    assert any(e.label.startswith("Handled in the last 30 days: Training offer (low adoption) (dismissed: Other")
+               for e in at.expander)
     assert "Dismissed by local@localhost" in texts(at)
 
     # a fresh session sees the same: the decision is stored, not kept in the session
@@ -296,10 +297,10 @@ def test_approvals_csm_waits_manager_approves_and_it_syncs(account, store, stub,
 
     # the CSM sees the queue read-only; the engine refuses them too
     page = actions_page(user=csm, stub=stub)
-    assert {m.label: m.value for m in page.metric}["Waiting for approval"] == "1"
+    assert {m.label: m.value for m in page.metric}["Needs approval"] == "1"
     assert any("Read-only" in i.value for i in page.info)
     assert f"approve:{action.id}" not in keys(page)
-    assert "may not approve" in texts(page)
+    assert "may not approve" in texts(page) and "Maria Garcia" in texts(page)  # and who can
     assert "Evidence the CSM saw" in texts(page)
     with pytest.raises(PermissionDenied):
         store.approve(roles.user(owner_email), action.id, roles)
@@ -307,7 +308,8 @@ def test_approvals_csm_waits_manager_approves_and_it_syncs(account, store, stub,
     # the manager (demo mode: CHI_USER, no sign-in) approves: it goes to Salesforce at once
     monkeypatch.setenv("CHI_USER", "maria.garcia@example.com")
     page = actions_page(stub=stub)
-    assert "Acting as **Maria Garcia (manager)**" in "\n".join(c.value for c in page.sidebar.caption)
+    assert "Acting as **Maria Garcia (manager)**: act, dismiss, retry, approve (their team's accounts)" in "\n".join(
+        c.value for c in page.sidebar.caption)
     assert not any("Read-only" in i.value for i in page.info)
     page.text_input(key=f"comment:{action.id}").input("Go ahead, loop me in on the exec call")
     click(page, f"approve:{action.id}")
