@@ -327,7 +327,7 @@ def compute_features(
             continue
         if frame is None:  # windows pushed down; states (if any) have no data
             finish.extend(pl.lit(None, dtype=pl.Float64).alias(n) for n in tplan.states)
-            tplan = _TablePlan(table, tplan.agg_exprs, tplan.windows, {}, tplan.specs)
+            tplan = _TablePlan(table, agg_exprs=tplan.agg_exprs, windows=tplan.windows, specs=tplan.specs)
         else:
             frame = _prepare(_lazy(frame), tplan, grid)
         parts, exprs = _table_features(frame, tplan, grid, binned)

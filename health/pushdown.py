@@ -1,0 +1,300 @@
+"""Push the expensive part of the features — the windowed roll-ups — down to SQL.
+
+The engine (`health.features`) rolls every event table up to (account, grid bin) once:
+per bin, the sum of a value or the number of rows where a signal's `metric` / `where`
+hold; windows are then rolling sums over whole bins on the grid. That roll-up is the only
+step that reads raw records (hundreds of millions of usage rows at scale). This module
+compiles it, per table, to ONE neutral sqlglot expression tree —
+
+    SELECT account_id, CAST(DATE_DIFF(day, CAST(<time> AS DATE), :hi) DIV <step> AS BIGINT) AS _back,
+           SUM(CASE WHEN <metric = ...> AND <where> THEN CAST(<value> AS DOUBLE) ELSE 0 END) AS _a_usage_0_sum,
+           CAST(SUM(CASE WHEN ... THEN 1 ELSE 0 END) AS BIGINT) AS _a_usage_1_count, ...
+    FROM <table, or its mapped columns> AS r
+    WHERE CAST(<time> AS DATE) > :lo AND CAST(<time> AS DATE) <= :hi [AND metric IN (...)]
+    GROUP BY account_id, <_back>
+
+— rendered per dialect (duckdb, postgres, snowflake, databricks, tsql) with the grid's
+dates as bound parameters. The model's `where` conditions are parsed by sqlglot (only
+expressions: no sub-queries or statements) and re-rendered, never pasted. The result
+(account, bin, aggregates) comes back as Polars and is joined onto the engine's grid by
+`compute_features(..., rollup_provider=provider(...))`, which finishes the windows,
+ratios, trends and every state measure exactly as it does for a Polars roll-up: the same
+model gives the same numbers wherever the roll-up ran (tests/health/test_pushdown.py).
+
+What stays in Polars: the state measures (latest, days_since, open_count, open_max_age,
+max_days_overdue) — they read the small tables (tickets, invoices, surveys, touchpoints),
+which a warehouse source loads in full anyway — and everything after the roll-up
+(windows over bins, scores, tiers).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import polars as pl
+import sqlglot
+from sqlglot import exp
+
+from health.features import KEY, ROW, DEFAULT_VALUE, FeaturePlan, _Grid, _TablePlan
+from health.model import HealthModel
+from health.schema import TABLES
+
+DIALECTS: tuple[str, ...] = ("duckdb", "postgres", "snowflake", "databricks", "tsql")
+CONDITION_DIALECT = "postgres"
+"""The model's conditions are written for Polars' SQL, which follows PostgreSQL."""
+BACK = "_back"
+SQLALCHEMY_DIALECTS = {"postgresql": "postgres", "mssql": "tsql", "duckdb": "duckdb",
+                       "snowflake": "snowflake", "databricks": "databricks", "sqlite": "sqlite"}
+
+_FORBIDDEN = tuple(
+    getattr(exp, name) for name in (
+        "Query", "Subquery", "Command", "DDL", "DML", "Drop", "Create", "Insert", "Update", "Delete",
+        "Merge", "Block", "Table", "Placeholder", "Parameter", "Star", "Into",
+    ) if hasattr(exp, name)
+)
+
+
+class PushdownError(ValueError):
+    """A condition or table that cannot be pushed down; the message says which and why."""
+
+
+def translate_condition(where: str) -> exp.Expression:
+    """A model condition (`where:`) as a neutral sqlglot tree. Only expressions are
+    allowed: comparisons, boolean logic, IN, IS NULL, LIKE, arithmetic, functions."""
+    try:
+        statements = [t for t in sqlglot.parse(where, read=CONDITION_DIALECT) if t is not None]
+        if len(statements) != 1:
+            raise PushdownError(f"the condition {where!r} must be one expression, not {len(statements)} statements")
+        tree = statements[0]
+    except sqlglot.errors.ParseError as exc:
+        raise PushdownError(f"cannot translate the condition {where!r} to SQL: {str(exc).splitlines()[0]}") from None
+    for node in tree.walk():
+        if isinstance(node, _FORBIDDEN):
+            raise PushdownError(
+                f"the condition {where!r} contains {type(node).__name__.lower()}, which a signal "
+                f"condition may not (only expressions over the table's columns)"
+            )
+    return tree
+
+
+@dataclass(frozen=True)
+class SqlTable:
+    """Where one canonical table lives in the database.
+
+    `name` is a (schema-qualified) table name, or `query` a SELECT in `dialect`;
+    `columns` maps the database's column names to canonical names (source names are
+    quoted exactly as given when `quote` — the names a database reported — else left to
+    the dialect's case rules)."""
+
+    name: str | None = None
+    query: str | None = None
+    dialect: str | None = None
+    columns: Mapping[str, str] = field(default_factory=dict)
+    quote: bool = False
+
+    def from_(self, table: str, needed: Sequence[str]) -> exp.Expression:
+        if self.query:
+            try:
+                base: exp.Expression = exp.Subquery(this=sqlglot.parse_one(self.query, read=self.dialect),
+                                                    alias=exp.TableAlias(this=exp.to_identifier("src")))
+            except sqlglot.errors.ParseError as exc:
+                raise PushdownError(f"the query for {table} cannot be parsed: {str(exc).splitlines()[0]}") from None
+        else:
+            base = exp.to_table(self.name or table, dialect=self.dialect)
+        if not self.columns and not self.quote:
+            return base.as_("r") if not isinstance(base, exp.Subquery) else _realias(base, "r")
+        theirs = {ours: th for th, ours in self.columns.items()}
+        cols = [
+            exp.alias_(exp.column(exp.to_identifier(theirs.get(c, c), quoted=self.quote or None)), c)
+            for c in needed
+        ]
+        return exp.Subquery(this=exp.select(*cols).from_(base), alias=exp.TableAlias(this=exp.to_identifier("r")))
+
+
+def _realias(sub: exp.Subquery, alias: str) -> exp.Subquery:
+    sub.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
+    return sub
+
+
+@dataclass
+class Rollup:
+    """One table's roll-up as a neutral tree, its parameters and how to key its result."""
+
+    table: str
+    tree: exp.Select
+    params: dict[str, dt.date]
+    aggs: dict[str, str]
+    """aggregate column -> "sum" or "count"."""
+
+    def sql(self, dialect: str, paramstyle: str = "named") -> tuple[str, Any]:
+        """The SQL text for `dialect` and its parameters, in the driver's `paramstyle`
+        (named :x, pyformat %(x)s, dollar $x, qmark ?, numeric :1, format %s)."""
+        order: list[str] = []
+
+        def swap(node: exp.Expression) -> exp.Expression:
+            if isinstance(node, exp.Placeholder):
+                name = node.name
+                order.append(name)
+                text = {"named": f":{name}", "pyformat": f"%({name})s", "dollar": f"${name}",
+                        "qmark": "?", "format": "%s", "numeric": f":{len(order)}"}[paramstyle]
+                return exp.var(text)
+            return node
+
+        text = self.tree.transform(swap).sql(dialect=dialect)
+        if paramstyle in ("qmark", "format", "numeric"):
+            return text, [self.params[n] for n in order]
+        return text, dict(self.params)
+
+    def finish(self, df: pl.DataFrame, grid: _Grid) -> pl.LazyFrame:
+        """The database's result keyed onto the engine's grid: ROW + one column per aggregate."""
+        df = df.rename({c: c.lower() for c in df.columns})
+        n = grid.n_dates
+        casts = [pl.col(a.lower()).cast(pl.Float64 if k == "sum" else pl.Int64).alias(a) for a, k in self.aggs.items()]
+        return (
+            df.lazy()
+            .with_columns(grid.key().alias(KEY))
+            .filter(pl.col(KEY).is_not_null())
+            .select(
+                (pl.col(KEY) * n + (n - 1 - pl.col(BACK).cast(pl.Int64))).alias(ROW),
+                *[c.round_sig_figs(12) if self.aggs[c.meta.output_name()] == "sum" else c for c in casts],
+            )
+        )
+
+
+def _date(col: str) -> exp.Expression:
+    return exp.cast(exp.column(col), exp.DataType.build("date"))
+
+
+def _param(name: str) -> exp.Expression:
+    return exp.cast(exp.Placeholder(this=name), exp.DataType.build("date"))
+
+
+def compile_table(tplan: _TablePlan, grid: _Grid, source: SqlTable | None = None) -> Rollup:
+    """The windowed roll-up of one table as a neutral sqlglot tree."""
+    table = tplan.table
+    tcol = TABLES[table].time_column
+    assert tcol is not None
+    needed: list[str] = ["account_id", tcol]
+    aggs: dict[str, str] = {}
+    selects: list[exp.Expression] = []
+    for name in tplan.agg_exprs:
+        spec = tplan.specs.get(name)
+        if spec is None:
+            raise PushdownError(f"roll-up {name} of {table} has no SQL description")
+        parts: list[exp.Expression] = []
+        if spec.metric is not None:
+            parts.append(exp.EQ(this=exp.column("metric"), expression=exp.Literal.string(spec.metric)))
+            needed.append("metric")
+        if spec.where:
+            cond_tree = translate_condition(spec.where)
+            parts.append(exp.paren(cond_tree) if not isinstance(cond_tree, (exp.Column, exp.Predicate)) else cond_tree)
+            needed.extend(c.name for c in cond_tree.find_all(exp.Column))
+        cond = exp.and_(*parts) if parts else None
+        if spec.kind == "sum":
+            value = spec.value or DEFAULT_VALUE.get(table)
+            if value is None:
+                raise PushdownError(f"roll-up {name} of {table} sums no column")
+            needed.append(value)
+            val = exp.cast(exp.column(value), exp.DataType.build("double"))
+            inner = val if cond is None else exp.Case(ifs=[exp.If(this=cond, true=val)],
+                                                       default=exp.Literal.number(0))
+            agg = exp.cast(exp.Sum(this=inner), exp.DataType.build("double"))
+        else:
+            inner = (exp.Literal.number(1) if cond is None
+                     else exp.Case(ifs=[exp.If(this=cond, true=exp.Literal.number(1))], default=exp.Literal.number(0)))
+            agg = exp.cast(exp.Sum(this=inner), exp.DataType.build("bigint"))
+        aggs[name] = spec.kind
+        selects.append(exp.alias_(agg, name))
+
+    day = _date(tcol)
+    back = exp.cast(
+        exp.IntDiv(this=exp.DateDiff(this=_param("hi"), expression=day, unit=exp.var("DAY")),
+                   expression=exp.Literal.number(grid.step)),
+        exp.DataType.build("bigint"),
+    )
+    where = exp.and_(
+        exp.GT(this=_date(tcol), expression=_param("lo")),
+        exp.LTE(this=_date(tcol), expression=_param("hi")),
+        exp.Not(this=exp.Is(this=exp.column("account_id"), expression=exp.Null())),
+    )
+    if table == "usage" and not tplan.all_metrics and tplan.metrics:
+        where = exp.and_(where, exp.In(this=exp.column("metric"),
+                                       expressions=[exp.Literal.string(m) for m in sorted(tplan.metrics)]))
+        needed.append("metric")
+    src = (source or SqlTable()).from_(table, list(dict.fromkeys(needed)))
+    tree = (
+        exp.select(exp.column("account_id"), exp.alias_(back, BACK), *selects)
+        .from_(src)
+        .where(where)
+        .group_by(exp.column("account_id"), back.copy())
+    )
+    params = {"lo": grid.first - dt.timedelta(days=grid.step), "hi": grid.last}
+    return Rollup(table, tree, params, aggs)
+
+
+def plan_and_grid(model: HealthModel, as_of: Sequence[dt.date], signals: Sequence[str] | None = None,
+                  ids: pl.Series | None = None) -> tuple[FeaturePlan, _Grid]:
+    """The engine's plan and grid for these dates (the grid's dates do not depend on the
+    accounts; pass `ids` to key results)."""
+    plan = FeaturePlan(model, signals)
+    grid = _Grid.build(ids if ids is not None else pl.Series("account_id", [], pl.String), as_of, plan)
+    return plan, grid
+
+
+def compile_rollups(model: HealthModel, as_of: Sequence[dt.date], signals: Sequence[str] | None = None,
+                    sources: Mapping[str, SqlTable] | None = None) -> dict[str, Rollup]:
+    """Every windowed roll-up the model needs, per table."""
+    plan, grid = plan_and_grid(model, as_of, signals)
+    return {t: compile_table(tp, grid, (sources or {}).get(t)) for t, tp in plan.tables.items() if tp.windows}
+
+
+Runner = Callable[[Rollup], pl.DataFrame]
+
+
+def provider(run: Runner, sources: Mapping[str, SqlTable] | None = None,
+             tables: Sequence[str] | None = None) -> Callable[[str, _TablePlan, _Grid], pl.LazyFrame | None]:
+    """A `rollup_provider` for `compute_features`: roll `tables` (default: every table
+    with windows) up in SQL with `run`, key the result onto the grid."""
+
+    def rollup(table: str, tplan: _TablePlan, grid: _Grid) -> pl.LazyFrame | None:
+        if tables is not None and table not in tables:
+            return None
+        r = compile_table(tplan, grid, (sources or {}).get(table))
+        return r.finish(run(r), grid)
+
+    return rollup
+
+
+def _empty(r: Rollup) -> pl.DataFrame:
+    return pl.DataFrame(schema={"account_id": pl.String, BACK: pl.Int64,
+                                **{a: (pl.Float64 if k == "sum" else pl.Int64) for a, k in r.aggs.items()}})
+
+
+def duckdb_runner(con: Any) -> Runner:
+    """Run roll-ups on a DuckDB connection (native `$name` parameters)."""
+
+    def run(r: Rollup) -> pl.DataFrame:
+        text, params = r.sql("duckdb", "dollar")
+        df = pl.from_arrow(con.sql(text, params=params).to_arrow_table())
+        return df if df.height else _empty(r)
+
+    return run
+
+
+def sqlalchemy_runner(conn: Any, dialect: str | None = None) -> Runner:
+    """Run roll-ups on a SQLAlchemy connection, in its driver's own parameter style."""
+
+    name = dialect or SQLALCHEMY_DIALECTS.get(conn.dialect.name, conn.dialect.name)
+
+    def run(r: Rollup) -> pl.DataFrame:
+        text, params = r.sql(name, conn.dialect.paramstyle)
+        res = conn.exec_driver_sql(text, tuple(params) if isinstance(params, list) else params)
+        cols = [str(c).lower() for c in res.keys()]
+        rows = res.fetchall()
+        if not rows:
+            return _empty(r)
+        return pl.DataFrame([tuple(row) for row in rows], schema=cols, orient="row", infer_schema_length=None)
+
+    return run
