@@ -184,7 +184,9 @@ def _tier_words(col: str) -> pl.Expr:
 def reason_expr(rule: RuleDef, title: str) -> pl.Expr:
     """Why the rule fired for this account, in words (frozen into the alert)."""
     if rule.tier_entered is not None:
-        return pl.format("Now {} (4 weeks ago: {})", _tier_words("tier"), _tier_words("tier_4w_ago"))
+        return pl.when(pl.col("tier_4w_ago").is_null()).then(
+            pl.format("Now {} (not scored 4 weeks ago: a new account)", _tier_words("tier"))
+        ).otherwise(pl.format("Now {} (4 weeks ago: {})", _tier_words("tier"), _tier_words("tier_4w_ago")))
     if rule.score_drop is not None:
         w = rule.score_drop.weeks
         return pl.format("Score fell {} points in {} week{}", (-pl.col(f"change_{w}w")).round(0).cast(pl.Int64),
@@ -883,7 +885,9 @@ def alert_history(
         where.append("a.rule = ?"); params.append(rule)  # noqa: E702
     if since is not None:
         where.append("a.as_of >= ?"); params.append(since.isoformat())  # noqa: E702
-    if status is not None:
+    if status == "sending":
+        where.append("d.status LIKE 'sending:%'")
+    elif status is not None:
         where.append("d.status = ?"); params.append(status)  # noqa: E702
     sql = (
         "SELECT a.id AS alert_id, a.as_of, a.fired_at, a.rule, a.title, a.severity, a.account_id, a.item, "

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 import urllib.error
 import urllib.request
 from typing import Any, Mapping
@@ -93,6 +94,14 @@ def teams_payload(notice: Notice) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ notifiers
 
+RETRY_AFTER_MAX = 5.0
+
+
+class _RateLimited(Exception):
+    def __init__(self, retry_after: float):
+        super().__init__(f"rate limited, retry after {retry_after}s")
+        self.retry_after = retry_after
+
 
 class WebhookNotifier:
     """POST a JSON payload to an incoming webhook. `kind`: slack or teams."""
@@ -116,6 +125,21 @@ class WebhookNotifier:
         return slack_payload(notice) if self.kind == "slack" else teams_payload(notice)
 
     def send(self, notice: Notice) -> str:
+        """POST the notice. A 429 (rate limited: Slack allows about one message a second
+        per webhook) is retried once after its Retry-After (at most RETRY_AFTER_MAX
+        seconds); then it fails and the next run retries it."""
+        try:
+            return self._post(notice)
+        except _RateLimited as exc:
+            time.sleep(min(max(exc.retry_after, 0.0), RETRY_AFTER_MAX))
+            try:
+                return self._post(notice)
+            except _RateLimited:
+                raise NotifyError(f"the {self.kind.capitalize()} webhook of channel '{self.name}' is rate limiting (HTTP 429)",
+                                  hint="kept and retried by the next run; a digest (recipients: {<channel>: {digest: true}}) sends fewer messages",
+                                  retryable=True) from None
+
+    def _post(self, notice: Notice) -> str:
         data = json.dumps(self.payload(notice)).encode("utf-8")
         req = urllib.request.Request(
             self._url, data=data, method="POST",
@@ -127,6 +151,12 @@ class WebhookNotifier:
                 status = resp.status
                 body = resp.read(2000).decode("utf-8", "replace")
         except urllib.error.HTTPError as exc:
+            if exc.code == 429:
+                try:
+                    after = float(exc.headers.get("Retry-After") or 1)
+                except ValueError:
+                    after = 1.0
+                raise _RateLimited(after) from None
             detail = ""
             try:
                 detail = exc.read(300).decode("utf-8", "replace").strip()

@@ -115,6 +115,15 @@ def test_http_500_and_a_stopped_server_raise_without_leaking_the_url(hook):
     assert "cannot reach" in str(err.value) and "secretTOKEN" not in str(err.value)
 
 
+def test_rate_limited_is_retried_once_after_retry_after_then_reported(hook):
+    hook.status[SECRET_PATH] = 429
+    n = WebhookNotifier("cs_slack", "slack", hook.url(SECRET_PATH))
+    with pytest.raises(NotifyError) as err:
+        n.send(alert_notice("cs_slack", "cs_slack", item(), "k"))
+    assert "rate limiting (HTTP 429)" in str(err.value) and err.value.retryable
+    assert len(hook.received(SECRET_PATH)) == 2
+
+
 def test_slack_error_text_and_a_gone_webhook_say_what_to_fix(hook):
     hook.status[SECRET_PATH] = 404
     hook.bodies[SECRET_PATH] = "no_service"

@@ -53,6 +53,8 @@ class WebhookStub:
                 text = stub.bodies.get(self.path, ("ok" if "slack" in self.path else "1") if code < 400 else "server_error")
                 data = text.encode()
                 self.send_response(code)
+                if code == 429:
+                    self.send_header("Retry-After", "0")
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
