@@ -396,6 +396,10 @@ class AlertStore:
         if self.path != ":memory:":
             self._con.execute("PRAGMA journal_mode = WAL")
         self._con.executescript(_SCHEMA)
+        cols = {r["name"] for r in self._con.execute("PRAGMA table_info(runs)")}
+        for col, kind in (("last_code", "INTEGER"), ("last_report", "TEXT")):
+            if col not in cols:
+                self._con.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
 
     def close(self) -> None:
         with self._lock:
@@ -435,15 +439,21 @@ class AlertStore:
                 return False
             return True
 
+    def record_report(self, as_of: dt.date, code: int, text: str) -> None:
+        """Keep the latest run's exit code and summary lines for the day (for the app)."""
+        with self.tx() as con:
+            con.execute("UPDATE runs SET last_code = ?, last_report = ? WHERE as_of = ?", (code, text, as_of.isoformat()))
+
     def run(self, as_of: dt.date) -> dict[str, Any] | None:
         rows = self.query("SELECT * FROM runs WHERE as_of = ?", (as_of.isoformat(),))
         return dict(rows[0]) if rows else None
 
     def runs(self) -> pl.DataFrame:
-        rows = self.query("SELECT * FROM runs ORDER BY as_of")
+        rows = self.query("SELECT as_of, started_at, last_run_at, run_count, model_hash, source, accounts, snapshot_at, "
+                          "evaluated_at, fired, last_code, last_report FROM runs ORDER BY as_of")
         schema = {"as_of": pl.String, "started_at": pl.String, "last_run_at": pl.String, "run_count": pl.Int64,
                   "model_hash": pl.String, "source": pl.String, "accounts": pl.Int64, "snapshot_at": pl.String,
-                  "evaluated_at": pl.String, "fired": pl.Int64}
+                  "evaluated_at": pl.String, "fired": pl.Int64, "last_code": pl.Int64, "last_report": pl.String}
         return pl.DataFrame([dict(r) for r in rows], schema=schema, orient="row").with_columns(pl.col("as_of").str.to_date())
 
     def evaluated_runs_before(self, as_of: dt.date, n: int) -> list[dt.date]:
@@ -581,7 +591,8 @@ def _item(alert_id: int, rule: str, title: str, severity: str, row: Mapping[str,
         account_id=str(row["account_id"]), account=str(row.get("name") or row["account_id"]),
         score=_num(row.get("score")), tier=row.get("tier"), drivers=str(row.get("drivers") or ""),
         reason=str(row.get("_reason") or ""), link=account_link(base_url, str(row["account_id"])), as_of=as_of,
-        owner=row.get("owner"), arr=_num(row.get("arr")),
+        owner=row.get("owner"), owner_email=(str(row["owner_email"]).lower() if row.get("owner_email") else None),
+        arr=_num(row.get("arr")),
         renewal_date=renewal if isinstance(renewal, dt.date) else None,
     )
 
@@ -915,9 +926,28 @@ def alert_history(
     return pl.DataFrame(out, schema=HISTORY_SCHEMA, orient="row")
 
 
-def acknowledge(store: AlertStore, alert_id: int, by: str, note: str = "") -> bool:
-    """`by` (an e-mail) has seen alert `alert_id`. True when newly acknowledged."""
-    return store.acknowledge(alert_id, by, note)
+def acknowledge(store: AlertStore, alert_id: int, by: Any, note: str = "") -> bool:
+    """Alert `alert_id` has been seen. `by`: an e-mail (trusted: the command line, tests)
+    or a `health.roles.User` — then the user must be one the alert was sent to, or hold a
+    role whose scope covers the account (their own, their team's, all); else
+    `PermissionDenied`. True when newly acknowledged (the first acknowledgement is kept)."""
+    if isinstance(by, str):
+        return store.acknowledge(alert_id, by, note)
+    from health.roles import PermissionDenied, covers
+
+    rows = store.query("SELECT item FROM alerts WHERE id = ?", (alert_id,))
+    if not rows:
+        raise KeyError(f"no alert {alert_id}")
+    item = json.loads(rows[0]["item"] or "{}")
+    told = {r["recipient"].lower() for r in store.query("SELECT recipient FROM alert_deliveries WHERE alert_id = ?", (alert_id,))}
+    account = {"account_id": item.get("account_id"), "name": item.get("account"), "owner": item.get("owner"),
+               "owner_email": item.get("owner_email")}
+    if not (by.email.lower() in told or any(covers(by, scope, account) for scope in set(by.grants.values()))):
+        raise PermissionDenied(
+            f"{by.label} may not acknowledge this alert on {account['name']}: it was not sent to them and the account "
+            "is outside their scope (config/roles.yaml)"
+        )
+    return store.acknowledge(alert_id, by.email, note)
 
 
 def alerts_frame(store: AlertStore) -> pl.DataFrame:

@@ -69,6 +69,7 @@ class AlertItem:
     owner: str | None = None
     arr: float | None = None
     renewal_date: dt.date | None = None
+    owner_email: str | None = None
 
     @property
     def tier_words(self) -> str:

@@ -152,6 +152,11 @@ def scheduled_run(
             report.add("sync", ok, line)
         except Exception as exc:  # noqa: BLE001
             report.add("sync", False, _error(exc))
+    if report.as_of is not None:
+        try:
+            store.record_report(report.as_of, report.code, str(report))
+        except Exception:  # noqa: BLE001 - the report is printed anyway
+            pass
     return report
 
 

@@ -272,3 +272,17 @@ def test_alert_precision_counts_renewals_alerted_before_churn_vs_renewal():
                          "churned_total": 2, "recall": 0.5, "alerts": 2}
     assert by["falling"]["precision"] == 1.0 and by["(any)"]["renewals_alerted"] == 2
     assert out[-1]["rule"] == "(any)"
+
+
+def test_a_user_may_acknowledge_what_they_were_told_or_what_their_scope_covers(tmp_path, model, roles):
+    from health.roles import PermissionDenied
+
+    alerts = parse_alerts(RULES.replace("persistence: 3", "persistence: 1"), model)
+    store = AlertStore(tmp_path / "s.db")
+    ev = evaluate(summary({"A1": 30.0}, D0), model, alerts, store, D0, roles)
+    (alert_id,) = ev.alert_ids
+    with pytest.raises(PermissionDenied, match="Emily Chen .* may not acknowledge this alert on Account A1"):
+        acknowledge(store, alert_id, roles.user("emily.chen@example.com"))
+    assert acknowledge(store, alert_id, roles.user("maria.garcia@example.com"), "on it") is True  # told (and her team)
+    assert acknowledge(store, alert_id, roles.user("carlos.mendes@example.com")) is False  # his account; already acknowledged
+    assert alert_history(store)["acknowledged_by"].unique().to_list() == ["maria.garcia@example.com"]

@@ -71,6 +71,8 @@ def test_run_snapshots_once_a_day_and_sends_nothing_twice(tmp_path, book, loaded
     assert "send: 0 messages sent" in text
     assert sum(len(n.sent) for n in notifiers.values()) == sent
     assert store.snapshots().height == snaps.height and len(calls) == 2
+    run = store.runs().row(0, named=True)
+    assert run["run_count"] == 2 and run["last_code"] == 0 and "alerts: already evaluated" in run["last_report"]
 
 
 def test_a_failing_step_is_reported_and_the_others_still_run(tmp_path, book, loaded):
@@ -84,6 +86,18 @@ def test_a_failing_step_is_reported_and_the_others_still_run(tmp_path, book, loa
     assert rep.code == 1
     assert [s.ok for s in rep.steps] == [True, True, True, True, False]
     assert "sync: FAILED — ConnectionError: CRM down" in str(rep) and "1 step(s) failed: sync" in str(rep)
+
+
+def test_check_config_says_which_channels_are_ready(capsys, monkeypatch):
+    monkeypatch.setenv("CHI_SLACK_WEBHOOK_URL", "https://hooks.example.com/services/T/B/secretvalue")
+    monkeypatch.delenv("CHI_TEAMS_WEBHOOK_URL", raising=False)
+    cfg = ROOT / "config"
+    assert main(["run", "--check-config", "--secrets", "/nonexistent/secrets.toml", "--alerts", str(cfg / "alerts.yaml"),
+                 "--model", str(ROOT / "weights.yaml"), "--crm", str(cfg / "crm.yaml"), "--roles", str(cfg / "roles.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "alerts.yaml: OK — 5 rules" in out and "cs_slack (ready)" in out
+    assert "leadership_teams (no webhook URL: set [alert_webhooks] leadership_teams in secrets.toml or $CHI_TEAMS_WEBHOOK_URL)" in out
+    assert "secretvalue" not in out
 
 
 def test_bad_alert_config_exits_2_with_file_and_line(tmp_path, capsys):
@@ -156,6 +170,8 @@ def test_the_real_command_twice_a_day_sends_once_and_retries_a_channel_that_was_
         assert "send: 0 messages sent" in third.stdout
         assert (len(inbox.messages), len(hook.received(slack)), len(hook.received(teams))) == (mails, slack_posts, 2 * teams_posts)
 
+        db = (tmp_path / "state.db").read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("state.db-*"))
+        assert b"secretslack" not in db and b"secretteams" not in db  # webhook URLs are never stored
         store = AlertStore(tmp_path / "state.db")
         hist = alert_history(store)
         assert set(hist["status"].drop_nulls()) == {"delivered"}
