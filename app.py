@@ -1,7 +1,7 @@
 """Customer Health Intelligence — the entry point: routing and the sidebar, nothing else.
 
 Run with `make run` (or `python -m streamlit run app.py`). Each page is a thin script in
-pages/; the data and the scores come from ui.data (cached), the logic from health/.
+app_pages/; the data and the scores come from ui.data (cached), the logic from health/.
 """
 
 import streamlit as st
@@ -11,11 +11,11 @@ from ui.shell import sidebar, style
 st.set_page_config(page_title="Customer Health", page_icon="🩺", layout="wide")
 
 pages = [
-    st.Page("pages/at_risk.py", title="At-risk accounts", icon=":material/priority_high:", url_path="at-risk", default=True),
-    st.Page("pages/account.py", title="Account", icon=":material/person_search:", url_path="account"),
-    st.Page("pages/segments.py", title="Segments", icon=":material/leaderboard:", url_path="segments"),
-    st.Page("pages/actions.py", title="Actions & approvals", icon=":material/task_alt:", url_path="actions"),
-    st.Page("pages/model.py", title="Health model", icon=":material/tune:", url_path="model"),
+    st.Page("app_pages/at_risk.py", title="At-risk accounts", icon=":material/priority_high:", url_path="at-risk", default=True),
+    st.Page("app_pages/account.py", title="Account", icon=":material/person_search:", url_path="account"),
+    st.Page("app_pages/segments.py", title="Segments", icon=":material/leaderboard:", url_path="segments"),
+    st.Page("app_pages/actions.py", title="Actions & approvals", icon=":material/task_alt:", url_path="actions"),
+    st.Page("app_pages/model.py", title="Health model", icon=":material/tune:", url_path="model"),
 ]
 page = st.navigation(pages)
 style()

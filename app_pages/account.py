@@ -24,21 +24,21 @@ if not account_id:
     if pick:
         st.query_params["account"] = pick
         st.rerun()
-    st.page_link("pages/at_risk.py", label="Or start from the at-risk list", icon=":material/arrow_back:", query_params=back)
+    st.page_link("app_pages/at_risk.py", label="Or start from the at-risk list", icon=":material/arrow_back:", query_params=back)
     st.stop()
 
 view = data.account_view(book, account_id)
 if view is None:
     st.title("Account not found")
     st.error(f"No account with id **{account_id}** in the source '{book.source_name}'.")
-    st.page_link("pages/at_risk.py", label="Back to the at-risk list", icon=":material/arrow_back:", query_params=back)
+    st.page_link("app_pages/at_risk.py", label="Back to the at-risk list", icon=":material/arrow_back:", query_params=back)
     st.stop()
 
 acc, cur = view.account, view.current
 x_range = (view.since, book.as_of + dt.timedelta(days=3))
 
 # ---- Header -----------------------------------------------------------------------------
-st.page_link("pages/at_risk.py", label="At-risk list", icon=":material/arrow_back:", query_params=back)
+st.page_link("app_pages/at_risk.py", label="At-risk list", icon=":material/arrow_back:", query_params=back)
 st.title(acc["name"])
 st.caption(
     " · ".join(

@@ -71,7 +71,7 @@ for a in waiting:
                 f":orange-badge[:material/approval: Needs {ui.md(a.approval_role)} approval] "
                 f":gray-badge[{ui.md(a.account_owner or 'no owner')}'s account]"
             )
-            st.page_link("pages/account.py", label="Open the account", icon=":material/open_in_new:",
+            st.page_link("app_pages/account.py", label="Open the account", icon=":material/open_in_new:",
                          query_params={"account": a.account_id})
             p = a.payload
             st.markdown(

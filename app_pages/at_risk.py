@@ -148,7 +148,7 @@ event = st.dataframe(
 selected = event.selection.rows if event is not None else []
 if selected:
     account_id = rows["account_id"][selected[0]]
-    st.switch_page("pages/account.py", query_params={"account": account_id})
+    st.switch_page("app_pages/account.py", query_params={"account": account_id})
 
 left, right = st.columns([3, 1], vertical_alignment="center")
 left.caption(f"{rows.height:,} of {book.rows.height:,} accounts · {money(h['all']['arr'])} ARR in this view")

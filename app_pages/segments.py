@@ -39,7 +39,7 @@ def drill(frame: pl.DataFrame, by: str, key: str) -> None:
     cols = st.columns(3)
     for i, r in enumerate(top.iter_rows(named=True)):
         cols[i % 3].page_link(
-            "pages/at_risk.py",
+            "app_pages/at_risk.py",
             label=f"{r[by]}: {r['accounts_at_risk']} at risk ({money(r['arr_at_risk'])})",
             icon=":material/arrow_forward:",
             query_params=Filters(**{by: r[by]}, tiers=("at_risk",)).to_params(),
@@ -111,14 +111,14 @@ with rc:
         part = renew.filter((pl.col("within_days") == days) & (pl.col("tier") == "at_risk"))
         n = int(part["accounts"].sum() or 0)
         st.page_link(
-            "pages/at_risk.py",
+            "app_pages/at_risk.py",
             label=f"{n} at-risk accounts renew in the next {days} days ({money(float(part['arr'].sum() or 0))})",
             icon=":material/event:",
             query_params=Filters(tiers=("at_risk",), renewal_within=days).to_params(),
             disabled=n == 0,
         )
     st.page_link(
-        "pages/at_risk.py",
+        "app_pages/at_risk.py",
         label="All accounts renewing in the next 90 days",
         icon=":material/event:",
         query_params=Filters(renewal_within=90).to_params(),

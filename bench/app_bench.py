@@ -97,7 +97,7 @@ def bench_book(label: str, n_accounts: int, config: Path | None) -> list[tuple[s
         acc = AppTest.from_file(APP, default_timeout=600)
         acc.query_params["account"] = account_id
         _run(acc)
-        acc.switch_page("pages/account.py")
+        acc.switch_page("app_pages/account.py")
         firsts.append(_timed(lambda: _run(acc)))
         agains.append(_timed(lambda: _run(acc)))
     record("account page, first open (median of 3)", statistics.median(firsts))
@@ -105,7 +105,7 @@ def bench_book(label: str, n_accounts: int, config: Path | None) -> list[tuple[s
 
     seg = AppTest.from_file(APP, default_timeout=600)
     _run(seg)
-    seg.switch_page("pages/segments.py")
+    seg.switch_page("app_pages/segments.py")
     record("segments page (first)", _timed(lambda: _run(seg)))
     record("segments page (again)", _timed(lambda: _run(seg)))
 

@@ -32,7 +32,7 @@ intended data before it is returned.
 migration matrix (accounts and ARR), the accounts that change tier, and the back-test
 figures of both models when `health.backtest` is available.
 
-No Streamlit here: the Model page (pages/model.py) and tests call these functions.
+No Streamlit here: the Model page (app_pages/model.py) and tests call these functions.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The dependency direction of DESIGN.md: the engine and the adapters never import Streamlit.
 
 `health/` is pure (Polars in, Polars out) and `sources/` talks to the outside; only the
-composition roots (app.py, pages/, ui/) may import streamlit. Checked by parsing every
+composition roots (app.py, app_pages/, ui/) may import streamlit. Checked by parsing every
 module's imports with `ast` (including imports inside functions), not by importing them.
 """
 
@@ -53,7 +53,7 @@ def test_pure_packages_never_import_streamlit(package):
 def test_health_never_imports_sources_or_the_ui():
     offenders = {
         str(p.relative_to(ROOT)): sorted(
-            m for m in _imports(p) if m.split(".")[0] in ("sources", "ui", "pages", "app")
+            m for m in _imports(p) if m.split(".")[0] in ("sources", "ui", "app_pages", "app")
         )
         for p in _modules("health")
         if str(p.relative_to(ROOT)) not in COMMAND_LINE

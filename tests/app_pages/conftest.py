@@ -54,10 +54,10 @@ def app(query: dict | None = None) -> AppTest:
 
 
 def open_page(page: str, query: dict | None = None) -> AppTest:
-    """Run the app, then switch to `page` (e.g. "pages/account.py") with `query`."""
+    """Run the app, then switch to `page` (e.g. "app_pages/account.py") with `query`."""
     at = app(query)
     at.run()
-    if page != "pages/at_risk.py":
+    if page != "app_pages/at_risk.py":
         at.switch_page(page)
         at.run()
     return at
@@ -91,7 +91,7 @@ def follow(at: AppTest, link) -> AppTest:
     at.query_params.clear()
     for k, v in query.items():
         at.query_params[k] = v if len(v) > 1 else v[0]
-    at.switch_page("pages/at_risk.py")
+    at.switch_page("app_pages/at_risk.py")
     at.run()
     return at
 

@@ -7,11 +7,11 @@ import json
 import polars as pl
 
 from health.timeline import SOURCE_LABELS, account_timeline
-from tests.pages.conftest import AS_OF, figures, open_page, sample_tables, texts, titles
+from tests.app_pages.conftest import AS_OF, figures, open_page, sample_tables, texts, titles
 
 
 def _account(account_id: str):
-    at = open_page("pages/account.py", {"account": account_id})
+    at = open_page("app_pages/account.py", {"account": account_id})
     assert not at.exception
     return at
 
@@ -34,7 +34,7 @@ def test_unknown_account():
 
 
 def test_no_account_in_the_url_offers_a_picker():
-    at = open_page("pages/account.py")
+    at = open_page("app_pages/account.py")
     assert not at.exception
     assert at.selectbox[0].label == "Open an account"
 

@@ -20,7 +20,7 @@ import pytest
 from health.actions import ActionStore
 from health.playbooks import load_playbooks, matching_plays, recommend
 from health.roles import PermissionDenied, load_roles
-from tests.pages.conftest import ROOT, app, texts
+from tests.app_pages.conftest import ROOT, app, texts
 from tests.sources.sf_stub import SalesforceStub
 from ui.actions import NOT_CONNECTED
 
@@ -92,11 +92,11 @@ def open_app(page: str, query: dict | None = None, *, user: dict | None = None, 
 
 
 def account_page(account_id: str, **kw):
-    return open_app("pages/account.py", {"account": account_id}, **kw)
+    return open_app("app_pages/account.py", {"account": account_id}, **kw)
 
 
 def actions_page(**kw):
-    return open_app("pages/actions.py", **kw)
+    return open_app("app_pages/actions.py", **kw)
 
 
 def click(at, key: str):

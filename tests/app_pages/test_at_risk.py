@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from health.segments import TIERS
-from tests.pages.conftest import app, grid, texts, titles
+from tests.app_pages.conftest import app, grid, texts, titles
 
 
 def _run(query=None):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ui.data
-from tests.pages.conftest import app, grid, titles
+from tests.app_pages.conftest import app, grid, titles
 
 
 def test_filters_and_accounts_never_rescore(monkeypatch):
@@ -32,7 +32,7 @@ def test_filters_and_accounts_never_rescore(monkeypatch):
         at.session_state["grid"] = {"selection": {"rows": [0], "columns": [], "cells": []}}
         at.run()
         assert titles(at) == [first["name"]]
-        at.switch_page("pages/segments.py").run()
+        at.switch_page("app_pages/segments.py").run()
         assert not at.exception
         assert calls == {"history": 1, "summary": 1}
     finally:

@@ -12,7 +12,7 @@ import pytest
 from health import model_versions as mv
 from health.model_loader import load_model, model_hash
 from health.roles import load_roles
-from tests.pages.conftest import ROOT, app, texts
+from tests.app_pages.conftest import ROOT, app, texts
 
 OPS = {"is_logged_in": True, "email": "olivia.novak@example.com", "name": "Olivia Novak"}
 CSM = {"is_logged_in": True, "email": "carlos.mendes@example.com", "name": "Carlos Mendes"}
@@ -35,7 +35,7 @@ def model_page(user: dict | None = OPS):
     if user is not None:
         at.user = user
     at.run()
-    at.switch_page("pages/model.py")
+    at.switch_page("app_pages/model.py")
     at.run()
     assert not at.exception, at.exception
     return at

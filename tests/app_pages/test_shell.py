@@ -7,7 +7,7 @@ import textwrap
 import polars as pl
 
 from sources.files import write_tables_csv
-from tests.pages.conftest import app, open_page, sample_tables, texts, titles
+from tests.app_pages.conftest import app, open_page, sample_tables, texts, titles
 
 
 def _sidebar_text(at) -> str:
@@ -96,7 +96,7 @@ def test_a_misconfigured_source_is_an_error_not_a_traceback(tmp_path, monkeypatc
     cfg.parent.mkdir()
     cfg.write_text("active: nope\nsources:\n  nope: {kind: warehouse9000}\n")
     monkeypatch.setenv("CHI_SOURCES_FILE", str(cfg))
-    for page in ("pages/at_risk.py", "pages/account.py", "pages/segments.py"):
+    for page in ("app_pages/at_risk.py", "app_pages/account.py", "app_pages/segments.py"):
         at = open_page(page, {"account": "ACC-00001"})
         assert not at.exception
         assert any("misconfigured" in e.value for e in at.error)

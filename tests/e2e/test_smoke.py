@@ -126,6 +126,16 @@ def _shoot(page, name: str) -> None:
     page.set_viewport_size({"width": 1400, "height": 1000})
 
 
+def test_a_deep_link_on_a_fresh_server_gets_the_whole_app(server, page):
+    """Runs first, on a server no one has visited: a shared link to an account must open
+    inside app.py's frame (navigation, sidebar), not as a bare page script. (A folder
+    named pages/ next to app.py made Streamlit serve exactly that bare page.)"""
+    page.goto(server + "/account?account=ACC-00042")
+    page.get_by_text("Data source").first.wait_for()
+    assert page.get_by_role("link", name="At-risk accounts").count() >= 1
+    assert page.locator("h1").first.inner_text() != "No account"
+
+
 def test_main_path(server, page):
     SHOTS.mkdir(parents=True, exist_ok=True)
 
