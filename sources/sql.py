@@ -401,7 +401,7 @@ class SqlSource:
         cond = self._date_filter(table, chosen)
         return stmt if cond is None else stmt.where(cond)
 
-    def read(self, extra_columns: dict[str, set[str]] | None = None
+    def read(self, extra_columns: dict[str, set[str]] | None = None, skip: tuple[str, ...] = ()
              ) -> tuple[dict[str, pl.DataFrame], dict[str, TableFormat], list[Problem]]:
         from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -415,6 +415,8 @@ class SqlSource:
         with conn:
             listed = set(self.settings.tables)
             for table in TABLES:
+                if table in skip:
+                    continue
                 ts = self.settings.tables.get(table) or SqlTableSettings()
                 from_, label = self._from_clause(table, ts)
                 try:
@@ -439,6 +441,46 @@ class SqlSource:
                 raw[table] = _plain_types(df)
                 formats[table] = TableFormat(date_formats=dict(ts.date_formats), label=label)
         return raw, formats, problems
+
+    # ------------------------------------------------------------------ push-down
+
+    def dialect(self) -> str:
+        """The sqlglot dialect of this database."""
+        from health.pushdown import SQLALCHEMY_DIALECTS
+
+        backend = self.url.get_backend_name()
+        return SQLALCHEMY_DIALECTS.get(backend, backend)
+
+    def sql_tables(self, conn: Any, tables: tuple[str, ...] = ("usage", "tickets", "invoices", "surveys",
+                                                                  "touchpoints", "milestones")) -> dict[str, Any]:
+        """Where each event table lives, for `health.pushdown`: the same FROM and column
+        mapping this source reads with (names as the database reports them, quoted)."""
+        import sqlalchemy as sa
+        from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+        from health.pushdown import SqlTable
+
+        out: dict[str, Any] = {}
+        for table in tables:
+            ts = self.settings.tables.get(table) or SqlTableSettings()
+            from_, label = self._from_clause(table, ts)
+            try:
+                present = self._present(conn, from_)
+            except (DBAPIError, SQLAlchemyError):
+                conn.rollback()
+                continue
+            chosen, _ = self.select_for(table, present, ts, label)
+            text = str(sa.select(sa.text("*")).select_from(from_).compile(
+                dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+            out[table] = SqlTable(query=text, dialect=self.dialect(), columns=chosen, quote=True)
+        return out
+
+    def rollup_provider(self, conn: Any, tables: tuple[str, ...] | None = None) -> Any:
+        """A `rollup_provider` for `health.features.compute_features`: the windowed roll-ups
+        of `tables` (default: every event table) run in this database over `conn`."""
+        from health.pushdown import provider, sqlalchemy_runner
+
+        return provider(sqlalchemy_runner(conn, self.dialect()), self.sql_tables(conn), tables)
 
     def _table_problem(self, conn: Any, table: str, label: str, exc: BaseException) -> Problem:
         detail = _scrub(_first_line(exc), self.url)
@@ -465,8 +507,10 @@ class SqlSource:
             f"table, its `query:` and the user's permissions in {CONFIG_FILE}.",
         )
 
-    def load(self, extra_columns: dict[str, set[str]] | None = None) -> LoadResult:
-        raw, formats, read_problems = self.read(extra_columns)
+    def load(self, extra_columns: dict[str, set[str]] | None = None, skip: tuple[str, ...] = ()) -> LoadResult:
+        """Read and validate every table but `skip` (e.g. `("usage",)` when its roll-ups
+        run in the database: see `rollup_provider`)."""
+        raw, formats, read_problems = self.read(extra_columns, skip)
         if any(p.kind == "unreachable" for p in read_problems):
             return LoadResult(source=self.name, tables={}, problems=read_problems)
         result = validate(raw, self.name, formats)

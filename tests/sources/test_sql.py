@@ -184,16 +184,22 @@ def test_sources_check_command_on_a_sql_source(tmp_path, duck_file, monkeypatch)
 @pytest.fixture(scope="module")
 def pg_book(pg_url, book) -> str:
     url = fresh_database(pg_url, "chi_sql_adapter")
-    load_tables(url, {k: v for k, v in book.items() if k != "accounts"})
-    rename = {"accounts": {"__table__": "Customers", "account_id": "Customer ID", "owner": "CSM"}}
-    load_tables(url, {"accounts": book["accounts"]}, rename=rename, schema="crm")
+    load_tables(url, {k: v for k, v in book.items() if k not in ("accounts", "usage")})
+    rename = {"accounts": {"__table__": "Customers", "account_id": "Customer ID", "owner": "CSM"},
+              "usage": {"__table__": "DailyUsage", "date": "Day", "metric": "metric_name", "value": "metric value"}}
+    load_tables(url, {"accounts": book["accounts"], "usage": book["usage"]}, rename=rename, schema="crm")
     return url
+
+
+PG_TABLES = {
+    "accounts": {"table": "crm.Customers", "columns": {"Customer ID": "account_id", "CSM": "owner"}},
+    "usage": {"table": "crm.DailyUsage", "columns": {"Day": "date", "metric_name": "metric", "metric value": "value"}},
+}
 
 
 def test_postgres_book_with_mapping_reads_back_exactly(pg_book, book, monkeypatch):
     monkeypatch.setenv("CHI_TEST_SQL_URL", pg_book)
-    result = source(tables={"accounts": {"table": "crm.Customers",
-                                         "columns": {"Customer ID": "account_id", "CSM": "owner"}}}).load()
+    result = source(tables=PG_TABLES).load()
     assert result.ok, [str(p) for p in result.problems]
     same_tables(result.tables, validate(book, "sample").tables)
 
@@ -224,9 +230,31 @@ def test_postgres_bad_credentials_and_network_down(pg_book, monkeypatch):
 
 def test_postgres_missing_table_rolls_back_and_loads_the_rest(pg_book, monkeypatch):
     monkeypatch.setenv("CHI_TEST_SQL_URL", pg_book)
-    result = source(tables={"accounts": {"table": "crm.Customers",
-                                         "columns": {"Customer ID": "account_id", "CSM": "owner"}},
-                            "surveys": {"table": "survey"}}).load()
+    result = source(tables={**PG_TABLES, "surveys": {"table": "survey"}}).load()
     kinds = {p.table: p.kind for p in result.errors}
     assert kinds == {"surveys": "missing_table"}
     assert {"accounts", "usage", "tickets", "invoices"} <= set(result.tables)
+
+
+def test_postgres_source_pushes_the_rollups_down(pg_book, book, monkeypatch):
+    """The source's own tables and mapping, rolled up in PostgreSQL: the same features as
+    Polars on the loaded tables, without loading usage at all."""
+    from health.features import compute_features
+    from health.model_loader import load_model
+
+    model = load_model("weights.yaml").model
+    monkeypatch.setenv("CHI_TEST_SQL_URL", pg_book)
+    src = source(tables=PG_TABLES)
+    full = src.load()
+    last = full.tables["usage"]["date"].max()
+    as_of = [last - dt.timedelta(days=7 * i) for i in range(12)]
+    polars = compute_features(full.tables, model, as_of).collect().sort("account_id", "as_of")
+    lean = src.load(skip=("usage",))
+    assert lean.ok and "usage" not in lean.tables
+    with src.engine().connect() as conn:
+        pushed = compute_features(lean.tables, model, as_of, rollup_provider=src.rollup_provider(conn)).collect()
+    pushed = pushed.sort("account_id", "as_of")
+    for s in model.signals:
+        both = pl.DataFrame({"a": polars[s], "b": pushed[s]})
+        assert (both["a"].is_null() == both["b"].is_null()).all(), s
+        assert ((both["a"] - both["b"]).abs() <= 1e-9 * both["a"].abs().clip(lower_bound=1.0)).all(), s
