@@ -223,6 +223,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {str(exc).splitlines()[0].rstrip(':')}", file=sys.stderr)
         return 2
     _, result = _load_for_scoring(args)
+    sizes = ", ".join(f"{t} {df.height}" if hasattr(df, "height") else t for t, df in result.tables.items())
+    rejected = sum(df.height for df in result.rejected.values())
+    load_line = f"load: source {result.source}: {sizes}" + (
+        f"; {rejected} rows rejected, {len(result.errors)} problems (listed on stderr; good rows kept)" if rejected or result.errors else ""
+    )
 
     def sync_step() -> tuple[bool, str]:
         rep = sync(actions, sink, mailer, limit=args.limit)
@@ -231,7 +236,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     report = scheduled_run(
         result.tables, loaded, alerts, AlertStore(store_path(cfg)), roles=roles, notifiers=notifiers,
         not_configured=missing, sync=None if args.no_sync else sync_step, as_of=as_of, source=result.source,
-        send=not args.no_send,
+        send=not args.no_send, load_step=(True, load_line),
     )
     print(report)
     return report.code

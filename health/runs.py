@@ -88,15 +88,19 @@ def scheduled_run(
     source: str | None = None,
     send: bool = True,
     environ: Mapping[str, str] | None = None,
+    load_step: tuple[bool, str] | None = None,
 ) -> RunReport:
     """Run every step; never raises for a step's failure (it is reported). `loaded_model`:
     a `health.model_loader.LoadedModel` (its hash goes with the snapshot). `sync`: the
     outbox step, returning (ok, summary line); None skips it. `send=False` records the
     alerts but sends nothing: the day's new deliveries are marked `skipped` (a backfill
-    of past days for the back-test, or a first run that should not flood anyone)."""
+    of past days for the back-test, or a first run that should not flood anyone).
+    `load_step`: (ok, line) of the caller's source loading, reported first."""
     from health.scoring import default_as_of
 
     report = RunReport()
+    if load_step is not None:
+        report.add("load", *load_step)
     model = loaded_model.model
     summary: pl.DataFrame | None = None
     try:

@@ -54,7 +54,7 @@ def test_run_snapshots_once_a_day_and_sends_nothing_twice(tmp_path, book, loaded
                        not_configured={"leadership_teams": "no URL"}, sync=sync_step, as_of=AS_OF, source="sample")
     assert r1.code == 0, str(r1)
     names = [s.name for s in r1.steps]
-    assert names == ["score", "snapshot", "alerts", "send", "sync"]
+    assert names == ["score", "snapshot", "alerts", "send", "sync"]  # (the command line adds "load" first)
     snaps = store.snapshots()
     assert snaps.height == r1.summary.height > 400
     assert set(snaps["model_hash"]) == {loaded.hash} and set(snaps["as_of"]) == {AS_OF}
@@ -147,6 +147,7 @@ def test_the_real_command_twice_a_day_sends_once_and_retries_a_channel_that_was_
 
         first = run()
         assert first.returncode == 1, first.stdout + first.stderr
+        assert first.stdout.startswith("load: source sample: accounts 600")
         assert "failed (kept, retried next run)" in first.stdout and "HTTP 500" in first.stdout
         assert "secretteams" not in first.stdout + first.stderr and "secretslack" not in first.stdout + first.stderr
         mails, slack_posts, teams_posts = len(inbox.messages), len(hook.received(slack)), len(hook.received(teams))
