@@ -546,6 +546,16 @@ def _s(v: Any) -> str:
     return "" if v is None else str(v)
 
 
+
+_ACRONYMS = {"qbr": "QBR", "nps": "NPS", "csat": "CSAT", "sso": "SSO", "poc": "PoC"}
+
+
+def _kind_label(kind: str) -> str:
+    """'exec_meeting' -> 'Exec meeting', 'qbr' -> 'QBR'."""
+    words = [_ACRONYMS.get(w.lower(), w) for w in kind.replace("_", " ").split()]
+    text = " ".join(words)
+    return text[:1].upper() + text[1:]
+
 def _records(spec: RecordSpec, df: pl.DataFrame, as_of: dt.date) -> tuple[list[EvidenceRecord], int]:
     end = dt.datetime.combine(as_of, dt.time.max)
     t = spec.table
@@ -608,14 +618,14 @@ def _records(spec: RecordSpec, df: pl.DataFrame, as_of: dt.date) -> tuple[list[E
             detail = " — ".join(x for x in (f"“{r['comment']}”" if r.get("comment") else "", _s(r.get("respondent"))) if x)
             out.append(EvidenceRecord(t, _s(r.get("response_id")), day, title, detail))
         elif t == "touchpoints":
-            kind = _s(r.get("kind")).replace("_", " ")
+            kind = _kind_label(_s(r.get("kind")))
             ago = f"{(as_of - day).days} days ago" if day else ""
-            title = f"{kind[:1].upper() + kind[1:]} on {day.isoformat() if day else '?'} ({ago})"
+            title = f"{kind} on {day.isoformat() if day else '?'} ({ago})"
             detail = "; ".join(x for x in (_s(r.get("notes")), _s(r.get("participants"))) if x)
             out.append(EvidenceRecord(t, _s(r.get("touchpoint_id")), day, title, detail))
         else:  # milestones
-            kind = _s(r.get("kind")).replace("_", " ")
-            title = f"{kind[:1].upper() + kind[1:]} on {day.isoformat() if day else '?'}"
+            kind = _kind_label(_s(r.get("kind")))
+            title = f"{kind} on {day.isoformat() if day else '?'}"
             out.append(EvidenceRecord(t, "", day, title, _s(r.get("description"))))
     return out, total
 
