@@ -123,3 +123,57 @@ with rc:
         icon=":material/event:",
         query_params=Filters(renewal_within=90).to_params(),
     )
+
+st.subheader("How reliable has “at risk” been?")
+cal = data.calibration_view(book)
+if cal is None:
+    st.info("No past renewals in the data (the outcomes table), so the model cannot be checked against them yet.")
+else:
+    m = cal.overall
+    churned = m.bad
+    flagged_early = round((m.recall_flagged or 0) * churned)
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Past renewals checked", f"{m.n}", f"{churned} churned", delta_color="off", border=True)
+    at_risk_band = next((b for b in m.tiers if b.label == "at_risk"), None)
+    c2.metric(
+        "Churn rate when “at risk”",
+        "—" if at_risk_band is None or at_risk_band.rate is None else f"{at_risk_band.rate:.0%}",
+        "—" if m.base_rate is None else f"vs {m.base_rate:.0%} for all accounts",
+        delta_color="off",
+        border=True,
+    )
+    c3.metric(
+        f"Churned accounts flagged {cal.lead_days} days ahead",
+        f"{flagged_early} of {churned}",
+        "at risk or watch",
+        delta_color="off",
+        border=True,
+    )
+    c4.metric(
+        "Ranking quality (AUC)",
+        "—" if m.auc is None else f"{m.auc:.2f}",
+        None if m.auc_low is None else f"95% range {m.auc_low:.2f}–{m.auc_high:.2f}",
+        delta_color="off",
+        border=True,
+    )
+    tiers = pl.DataFrame(
+        {
+            "Tier 90 days before renewal": [b.label.replace("_", " ") for b in m.tiers],
+            "Renewals": [b.n for b in m.tiers],
+            "Churned": [b.bad for b in m.tiers],
+            "Churn rate": [b.rate for b in m.tiers],
+            "× the average": [b.lift for b in m.tiers],
+        }
+    )
+    st.dataframe(
+        tiers,
+        hide_index=True,
+        column_config={
+            "Churn rate": st.column_config.NumberColumn(format="percent"),
+            "× the average": st.column_config.NumberColumn(format="%.1f×"),
+        },
+    )
+    st.caption(
+        f"Every past renewal, scored as of {cal.lead_days} days before it with only what was known then, "
+        "by the current model. AUC: the chance a renewed account scored above a churned one (0.5 = a coin toss)."
+    )

@@ -412,3 +412,23 @@ def _what_if(_tables: dict[str, pl.DataFrame], _published: Any, _draft: Any, key
 def what_if_view(book: Book, draft: LoadedModel):  # noqa: ANN201 - health.model_versions.WhatIf
     """The draft against the book's (published) model, cached per source x both hashes."""
     return _what_if(book.tables, book.loaded, draft, book.key, book.model_hash, draft.hash, book.as_of)
+
+
+@st.cache_resource(ttl=TTL, show_spinner="Checking the model against past renewals…", max_entries=8)
+def _calibration(_tables: dict[str, pl.DataFrame], _model: Any, key: str, model_hash: str, lead_days: int):  # noqa: ANN202
+    from health.backtest import run_backtest
+
+    return run_backtest(_tables, _model, lead_days=lead_days, snap="week", resamples=200)
+
+
+def calibration_view(book: Book, lead_days: int = 90):  # noqa: ANN201 - health.backtest.BacktestResult | None
+    """The published model's back-test on the book (None without past renewals), cached
+    per source x model."""
+    if "outcomes" not in book.tables:
+        return None
+    from health.backtest import BacktestError
+
+    try:
+        return _calibration(book.tables, book.model, book.key, book.model_hash, lead_days)
+    except BacktestError:
+        return None
