@@ -181,8 +181,9 @@ def _tier_words(col: str) -> pl.Expr:
     return pl.col(col).replace(words).fill_null("unknown")
 
 
-def reason_expr(rule: RuleDef, title: str) -> pl.Expr:
-    """Why the rule fired for this account, in words (frozen into the alert)."""
+def reason_expr(rule: RuleDef, title: str, schema: Mapping[str, pl.DataType] | None = None) -> pl.Expr:
+    """Why the rule fired for this account, in words (frozen into the alert). `schema`:
+    the frame's, so a threshold rule's numbers are rounded."""
     if rule.tier_entered is not None:
         return pl.when(pl.col("tier_4w_ago").is_null()).then(
             pl.format("Now {} (not scored 4 weeks ago: a new account)", _tier_words("tier"))
@@ -195,7 +196,19 @@ def reason_expr(rule: RuleDef, title: str) -> pl.Expr:
         return pl.col("falling_reason").fill_null("Falling trajectory")
     if rule.renewal_within is not None:
         return pl.format("Renewal in {} days while {}", pl.col("days_to_renewal"), _tier_words("tier"))
-    return pl.lit(rule.description or f"{title}: {rule.condition}")
+    # a threshold rule: say the values it read, e.g. "Invoice 60+ days overdue (days_overdue = 114)"
+    cols = list(dict.fromkeys(pl.sql_expr(str(rule.condition)).meta.root_names()))[:4]
+    head = rule.description or title
+    if not cols:
+        return pl.lit(head)
+    def shown(c: str) -> pl.Expr:
+        dtype = (schema or {}).get(c)
+        if dtype is not None and dtype.is_float():
+            return pl.col(c).round(2).cast(pl.String).str.strip_suffix(".0")
+        return pl.col(c).cast(pl.String)
+
+    values = [pl.concat_str(pl.lit(f"{c} = "), shown(c), ignore_nulls=False).fill_null(f"{c} = n/a") for c in cols]
+    return pl.format("{} ({})", pl.lit(head), pl.concat_str(values, separator=", "))
 
 
 @dataclass(frozen=True)
@@ -670,7 +683,7 @@ def evaluate(
     held: dict[str, pl.DataFrame] = {}
     for key, rule in rules.items():
         hits = df.filter(pl.sql_expr(rule_sql(rule)).fill_null(False))
-        held[key] = hits.with_columns(reason_expr(rule, config.title(key)).alias("_reason"))
+        held[key] = hits.with_columns(reason_expr(rule, config.title(key), df.schema).alias("_reason"))
         ev.held[key] = hits.height
     max_k = max((r.persistence for r in rules.values()), default=1)
     previous = store.evaluated_runs_before(as_of, max_k - 1)

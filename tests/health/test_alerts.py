@@ -235,6 +235,7 @@ def test_history_acknowledge_and_timeline_rows(tmp_path, model, roles):
     evaluate(summary({"A1": 30.0, "A2": 90.0}, D0), model, alerts, store, D0, roles)
     deliver(store, alerts, {"email": MemoryNotifier("email")})
     h = alert_history(store, account_id="A1")
+    assert set(h["reason"]) == {"Score below 40 (score = 30)"}  # a threshold rule says the value it read
     assert set(h["recipient"]) == {"carlos.mendes@example.com", "maria.garcia@example.com", "cs_slack"}
     assert dict(zip(h["recipient"], h["status"]))["cs_slack"] == "pending"
     assert alert_history(store, recipient="Carlos.Mendes@example.com")["status"].to_list() == ["delivered"]
