@@ -87,10 +87,13 @@ if action_rows is not None and action_rows.height:
 st.subheader("Health score, last 52 weeks")
 segment = cur["health_segment"] if cur else (view.history["health_segment"][-1] if view.history.height else None)
 tiers = book.model.segment_tiers(segment) if segment in book.model.segments else book.model.tiers
-st.plotly_chart(charts.score_history(view.history, tiers, x_range), key="score_history")
+changes = data.model_changes()
+st.plotly_chart(charts.score_history(view.history, tiers, x_range, changes), key="score_history")
 st.caption(
     f"Bands: the tier thresholds of the “{segment}” segment in the health model "
-    f"(at risk below {tiers.at_risk:g}, watch below {tiers.watch:g})."
+    f"(at risk below {tiers.at_risk:g}, watch below {tiers.watch:g}). Past weeks are scored with "
+    f"today's model ({book.model_hash})"
+    + ("; dotted lines mark when the published model changed." if changes else ".")
 )
 
 # ---- What drives the score --------------------------------------------------------------------

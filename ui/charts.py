@@ -35,9 +35,24 @@ def _layout(fig: go.Figure, height: int, top: int = 30, **kw) -> go.Figure:
     return fig
 
 
-def score_history(history: pl.DataFrame, tiers: Tiers, x_range: tuple[dt.date, dt.date]) -> go.Figure:
-    """The weekly score with the segment's tier bands shaded behind it."""
+def score_history(
+    history: pl.DataFrame,
+    tiers: Tiers,
+    x_range: tuple[dt.date, dt.date],
+    model_changes: list[tuple[dt.date, str]] = (),  # type: ignore[assignment]
+) -> go.Figure:
+    """The weekly score with the segment's tier bands shaded behind it, and a dotted line
+    where the published model changed (so a model change is not read as the customer's)."""
     fig = go.Figure()
+    for day, label in model_changes:
+        if x_range[0] <= day <= x_range[1]:
+            fig.add_vline(
+                x=dt.datetime.combine(day, dt.time()).timestamp() * 1000,
+                line=dict(color="#5f6b7a", width=1, dash="dot"),
+                annotation_text=label,
+                annotation_position="bottom right",
+                annotation_font=dict(size=10, color="#5f6b7a"),
+            )
     bands = [(0, tiers.at_risk, "at_risk"), (tiers.at_risk, tiers.watch, "watch"), (tiers.watch, 100, "healthy")]
     for lo, hi, tier in bands:
         fig.add_hrect(

@@ -432,3 +432,26 @@ def calibration_view(book: Book, lead_days: int = 90):  # noqa: ANN201 - health.
         return _calibration(book.tables, book.model, book.key, book.model_hash, lead_days)
     except BacktestError:
         return None
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _model_changes(db: str, model_file: str, mtime_ns: int) -> list[tuple[dt.date, str]]:
+    from health.model_versions import VersionStore, version_periods
+
+    if not Path(db).exists():
+        return []
+    periods = version_periods(VersionStore(Path(db)), model_file)
+    return [
+        (row["from"].date(), f"model v{row['version']}")
+        for row in periods.iter_rows(named=True)
+        if row["kind"] != "initial"
+    ]
+
+
+def model_changes() -> list[tuple[dt.date, str]]:
+    """When the published model changed (version label per date), for chart markers."""
+    path = model_path()
+    try:
+        return _model_changes(str(state_db_path()), str(path), _mtime(path))
+    except Exception:  # a missing or older state db must not break a chart
+        return []
