@@ -482,7 +482,10 @@ def _state_features(frame: pl.LazyFrame, tplan: _TablePlan, grid: _Grid) -> tupl
     def end_of(col: str) -> pl.Expr:
         if col not in schema:
             return pl.lit(n, pl.Int64)
-        return pl.when(pl.col(col).is_null()).then(pl.lit(n, pl.Int64)).otherwise(clamp(grid.t_of(_date(col, schema))))
+        # Closed after the grid's last date: open to its end, never past it (a range past
+        # n would run into the next account's rows).
+        end_t = pl.min_horizontal(clamp(grid.t_of(_date(col, schema))), pl.lit(n, pl.Int64))
+        return pl.when(pl.col(col).is_null()).then(pl.lit(n, pl.Int64)).otherwise(end_t)
 
     sparse: list[pl.LazyFrame] = []
     outputs: list[pl.Expr] = []
