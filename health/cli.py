@@ -242,6 +242,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return report.code
 
 
+def _cmd_suggest(args: argparse.Namespace) -> int:
+    from health.backtest import run_backtest
+    from health.suggest import suggest_weights
+
+    loaded, result = _load_for_scoring(args)
+    bt = run_backtest(result.tables, loaded.model, lead_days=args.lead_days, snap="week", resamples=100)
+    suggestion = suggest_weights(loaded.text, loaded.model, bt)
+    import polars as pl
+
+    with pl.Config(tbl_width_chars=140, fmt_str_lengths=70, float_precision=3):
+        print(suggestion.table())
+    for fit in suggestion.fits:
+        used = {s: w for s, w in fit.weights.items() if w}
+        print(f"{fit.segment}: " + ", ".join(f"{s} {w:g}" for s, w in used.items()))
+    if args.out:
+        Path(args.out).write_text(suggestion.text, encoding="utf-8")
+        print(f"wrote the draft to {args.out}; compare: python -m health backtest --model {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m health", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -311,6 +331,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roles", default="config/roles.yaml")
     p.add_argument("--secrets", default=".streamlit/secrets.toml", help="[alert_webhooks], [smtp], [salesforce]")
     p.set_defaults(func=_cmd_run)
+    p = sub.add_parser(
+        "suggest-weights", help="fit per-segment weights from past renewals (a draft; never published automatically)"
+    )
+    p.add_argument("--lead-days", type=int, default=90)
+    p.add_argument("--out", default=None, help="write the draft model to this file")
+    p.add_argument("--model", default="weights.yaml")
+    p.add_argument("--config", default="config/sources.yaml")
+    p.add_argument("--source", default=None)
+    p.set_defaults(func=_cmd_suggest)
     return parser
 
 
