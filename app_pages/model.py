@@ -98,6 +98,34 @@ def frame(value) -> pl.DataFrame:  # noqa: ANN001 - what st.data_editor hands ba
     return value if isinstance(value, pl.DataFrame) else pl.from_pandas(value)
 
 
+# -- suggested weights (a draft for ops to judge; never applied by itself) ---------------
+if editor:
+    with st.expander("Suggest weights from past renewals"):
+        st.caption(
+            "Fits each segment's weights to what happened at past renewals (a regularised logistic "
+            "regression on the signals' sub-scores 90 days before). Trust the cross-validated AUC — each "
+            "renewal scored by a fit that never saw it — and compare the draft's preview below before publishing."
+        )
+        if st.button("Fit weights", key="suggest_fit"):
+            st.session_state["suggest_on"] = True
+        if st.session_state.get("suggest_on"):
+            book = data.book_or_stop()
+            suggestion = data.suggestion_view(book)
+            if suggestion is None:
+                st.info("No past renewals (outcomes) in the data: nothing to fit to.")
+            else:
+                st.dataframe(
+                    suggestion.table(),
+                    hide_index=True,
+                    column_config={
+                        "published AUC": st.column_config.NumberColumn(format="%.3f"),
+                        "suggested AUC (cross-validated)": st.column_config.NumberColumn(format="%.3f"),
+                    },
+                )
+                if st.button("Load the suggestion as my draft", key="suggest_load", disabled=not suggestion.changes):
+                    st.session_state["yaml_editor"] = suggestion.text
+                    st.rerun()
+
 # -- the editors ----------------------------------------------------------------------------
 tab_form, tab_yaml = st.tabs(["Weights, tiers and score points", "YAML (power users)"])
 with tab_yaml:

@@ -455,3 +455,16 @@ def model_changes() -> list[tuple[dt.date, str]]:
         return _model_changes(str(state_db_path()), str(path), _mtime(path))
     except Exception:  # a missing or older state db must not break a chart
         return []
+
+
+@st.cache_resource(ttl=TTL, show_spinner="Fitting weights to past renewals…", max_entries=4)
+def _suggestion(_book: Book, key: str, model_hash: str):  # noqa: ANN202 - health.suggest.Suggestion
+    from health.suggest import suggest_weights
+
+    backtest = calibration_view(_book)
+    return None if backtest is None else suggest_weights(_book.loaded.text, _book.model, backtest)
+
+
+def suggestion_view(book: Book):  # noqa: ANN201 - health.suggest.Suggestion | None
+    """Weights fitted to the book's past renewals, as a draft text (None without outcomes)."""
+    return _suggestion(book, book.key, book.model_hash)

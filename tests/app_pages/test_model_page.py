@@ -183,3 +183,19 @@ def test_local_user_is_read_only_unless_acting_as_ops(model_env):
     at.selectbox(key="act_as").select("olivia.novak@example.com").run()
     assert not any("Read-only" in i.value for i in at.info)
     assert [d for d in at.dataframe if d.key == "weights_editor"]
+
+
+def test_suggested_weights_load_as_a_draft_and_nothing_is_published(model_env):
+    model, db = model_env
+    before = model.read_bytes()
+    at = model_page()
+    at.button(key="suggest_fit").click().run()
+    assert not at.exception, at.exception
+    fitted = table(at, "segment", "suggested AUC (cross-validated)")
+    assert fitted is not None and set(fitted["segment"]) == {"enterprise", "mid", "default"}
+    at.button(key="suggest_load").click().run()
+    assert not at.exception, at.exception
+    draft = at.text_area(key="yaml_editor").value
+    assert draft != before.decode() and "# The health model" in draft  # comments kept
+    assert "The draft is valid" in texts(at)
+    assert model.read_bytes() == before  # a suggestion is only ever a draft
