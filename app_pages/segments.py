@@ -133,13 +133,14 @@ else:
     churned = m.bad
     flagged_early = round((m.recall_flagged or 0) * churned)
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Past renewals checked", f"{m.n}", f"{churned} churned", delta_color="off", border=True)
+    c1.metric("Past renewals checked", f"{m.n}", f"{churned} churned", delta_color="off", delta_arrow="off", border=True)
     at_risk_band = next((b for b in m.tiers if b.label == "at_risk"), None)
     c2.metric(
         "Churn rate when “at risk”",
         "—" if at_risk_band is None or at_risk_band.rate is None else f"{at_risk_band.rate:.0%}",
         "—" if m.base_rate is None else f"vs {m.base_rate:.0%} for all accounts",
         delta_color="off",
+        delta_arrow="off",
         border=True,
     )
     c3.metric(
@@ -147,6 +148,7 @@ else:
         f"{flagged_early} of {churned}",
         "at risk or watch",
         delta_color="off",
+        delta_arrow="off",
         border=True,
     )
     c4.metric(
@@ -154,6 +156,7 @@ else:
         "—" if m.auc is None else f"{m.auc:.2f}",
         None if m.auc_low is None else f"95% range {m.auc_low:.2f}–{m.auc_high:.2f}",
         delta_color="off",
+        delta_arrow="off",
         border=True,
     )
     tiers = pl.DataFrame(
