@@ -280,6 +280,7 @@ def compute_features(
     account_columns: Sequence[str] | None = None,
     stream_rollups: bool = False,
     rollup_provider: "RollupProvider | None" = None,
+    state_provider: "StateProvider | None" = None,
 ) -> pl.LazyFrame:
     """Raw signal values for every account active at each as-of date.
 
@@ -290,7 +291,9 @@ def compute_features(
     `rollup_provider` computes the windowed roll-ups elsewhere (`health.pushdown`: in SQL, where
     the data lives): called with (table, plan, grid), it returns that table's roll-up
     keyed by grid row (or None to roll up in Polars). A table whose roll-up comes from it
-    need not be in `tables` unless it also has state measures.
+    need not be in `tables` unless it also has state measures. `state_provider` does the
+    same for the state measures: it returns the sparse per-row frames `_state_features`
+    would build (`health.pushdown.state_provider`), or None.
 
     Returns a LazyFrame with account_id, as_of, the accounts columns (all of them, or
     `account_columns` — a weekly history of 100k accounts should not copy every name and
@@ -322,9 +325,15 @@ def compute_features(
     for table, tplan in plan.tables.items():
         frame = tables.get(table)
         binned = rollup_provider(table, tplan, grid) if rollup_provider is not None and tplan.windows else None
-        if frame is None and binned is None:
+        pushed = state_provider(table, tplan, grid) if state_provider is not None and tplan.states else None
+        if frame is None and binned is None and pushed is None:
             finish.extend(_empty_columns(tplan))
             continue
+        if pushed is not None:  # the state measures' sparse frames come from elsewhere
+            rollups.extend(pushed)
+            finish.extend(_state_outputs(tplan, grid))
+            tplan = _TablePlan(table, agg_exprs=tplan.agg_exprs, windows=tplan.windows, specs=tplan.specs,
+                               metrics=tplan.metrics, all_metrics=tplan.all_metrics)
         if frame is None:  # windows pushed down; states (if any) have no data
             finish.extend(pl.lit(None, dtype=pl.Float64).alias(n) for n in tplan.states)
             tplan = _TablePlan(table, agg_exprs=tplan.agg_exprs, windows=tplan.windows, specs=tplan.specs)
@@ -403,6 +412,14 @@ def _keyed(frame: pl.LazyFrame, grid: _Grid) -> pl.LazyFrame:
 
 
 RollupProvider = Callable[[str, _TablePlan, "_Grid"], "pl.LazyFrame | None"]
+StateProvider = Callable[[str, _TablePlan, "_Grid"], "list[pl.LazyFrame] | None"]
+
+
+def _state_outputs(tplan: _TablePlan, grid: "_Grid") -> list[pl.Expr]:
+    """The expressions that finish the state measures on the grid from their sparse
+    frames, when those frames are computed elsewhere (they do not depend on the data)."""
+    schema = {"account_id": pl.String, "_date": pl.Date, **{c.name: c.dtype for c in TABLES[tplan.table].columns}}
+    return _state_features(pl.LazyFrame(schema=schema), tplan, grid)[1]
 
 
 def _table_features(frame: pl.LazyFrame | None, tplan: _TablePlan, grid: _Grid,

@@ -147,6 +147,9 @@ class Rollup:
             return text, [self.params[n] for n in order]
         return text, dict(self.params)
 
+    def empty(self) -> pl.DataFrame:
+        return _empty(self)
+
     def finish(self, df: pl.DataFrame, grid: _Grid) -> pl.LazyFrame:
         """The database's result keyed onto the engine's grid: ROW + one column per aggregate."""
         df = df.rename({c: c.lower() for c in df.columns})
@@ -250,7 +253,8 @@ def compile_rollups(model: HealthModel, as_of: Sequence[dt.date], signals: Seque
     return {t: compile_table(tp, grid, (sources or {}).get(t)) for t, tp in plan.tables.items() if tp.windows}
 
 
-Runner = Callable[[Rollup], pl.DataFrame]
+Runner = Callable[[Any], pl.DataFrame]
+"""Runs a compiled roll-up (Rollup or StateRollup) and returns its rows."""
 
 
 def provider(run: Runner, sources: Mapping[str, SqlTable] | None = None,
@@ -278,7 +282,7 @@ def duckdb_runner(con: Any) -> Runner:
     def run(r: Rollup) -> pl.DataFrame:
         text, params = r.sql("duckdb", "dollar")
         df = pl.from_arrow(con.sql(text, params=params).to_arrow_table())
-        return df if df.height else _empty(r)
+        return df if df.height else r.empty()
 
     return run
 
@@ -294,7 +298,178 @@ def sqlalchemy_runner(conn: Any, dialect: str | None = None) -> Runner:
         cols = [str(c).lower() for c in res.keys()]
         rows = res.fetchall()
         if not rows:
-            return _empty(r)
+            return r.empty()
         return pl.DataFrame([tuple(row) for row in rows], schema=cols, orient="row", infer_schema_length=None)
 
     return run
+
+
+# ------------------------------------------------------------------ state measures
+
+T_COL = "_t"
+
+
+@dataclass
+class StateRollup:
+    """One state measure's sparse frame (what `_state_features` builds in Polars) as a
+    neutral tree: (account, grid position `_t`, columns)."""
+
+    table: str
+    tree: exp.Select
+    params: dict[str, dt.date]
+    dtypes: dict[str, pl.DataType]
+
+    sql = Rollup.sql
+
+    def empty(self) -> pl.DataFrame:
+        return _empty_state(self)
+
+    def finish(self, df: pl.DataFrame, grid: _Grid) -> pl.LazyFrame:
+        df = df.rename({c: c.lower() for c in df.columns})
+        n = grid.n_dates
+        return (
+            df.lazy()
+            .with_columns(grid.key().alias(KEY))
+            .filter(pl.col(KEY).is_not_null())
+            .select((pl.col(KEY) * n + pl.col(T_COL).cast(pl.Int64)).alias(ROW),
+                    *[pl.col(c.lower()).cast(t).alias(c) for c, t in self.dtypes.items()])
+        )
+
+
+def _back(day: exp.Expression, step: int, minus: int = 0) -> exp.Expression:
+    """Whole grid steps from `day` back from the last grid date (day <= last)."""
+    diff: exp.Expression = exp.DateDiff(this=_param("hi"), expression=day, unit=exp.var("DAY"))
+    if minus:
+        diff = exp.Sub(this=diff, expression=exp.Literal.number(minus))
+    return exp.cast(exp.IntDiv(this=exp.paren(diff), expression=exp.Literal.number(step)), exp.DataType.build("bigint"))
+
+
+def _t_of(day: exp.Expression, grid: _Grid, minus: int = 0) -> exp.Expression:
+    """The grid position of `day` (<= the last date), clamped at 0 (older than the grid:
+    known at its first date). `minus=1`: the first grid date strictly after `day`."""
+    t = exp.Sub(this=exp.Literal.number(grid.n_dates - 1), expression=_back(day, grid.step, minus))
+    return exp.Greatest(this=t, expressions=[exp.Literal.number(0)])
+
+
+def _condition(sig: Any, table: str) -> tuple[exp.Expression | None, list[str]]:
+    parts: list[exp.Expression] = []
+    cols: list[str] = []
+    if getattr(sig, "metric", None) is not None and table == "usage":
+        parts.append(exp.EQ(this=exp.column("metric"), expression=exp.Literal.string(sig.metric)))
+        cols.append("metric")
+    if sig.where:
+        tree = translate_condition(sig.where)
+        parts.append(exp.paren(tree))
+        cols.extend(c.name for c in tree.find_all(exp.Column))
+    return (exp.and_(*parts) if parts else None), cols
+
+
+def compile_state(tplan: _TablePlan, grid: _Grid, col: str, source: SqlTable | None = None) -> StateRollup:
+    """One state measure (latest, days_since, open_count, open_max_age, max_days_overdue)."""
+    from health.features import OPEN_COLUMNS
+
+    kind, sig = tplan.states[col]
+    table = tplan.table
+    tcol = TABLES[table].time_column
+    assert tcol is not None
+    n = grid.n_dates
+    cond, cond_cols = _condition(sig, table)
+    day = _date(tcol)
+    base = [exp.LTE(this=day, expression=_param("hi")),
+            exp.Not(this=exp.Is(this=exp.column("account_id"), expression=exp.Null()))]
+    if cond is not None:
+        base.append(cond)
+    needed = ["account_id", tcol, *cond_cols]
+    params = {"hi": grid.last}
+    acc = exp.column("account_id")
+    if kind in ("latest", "days_since"):
+        value = sig.value or DEFAULT_VALUE.get(table)
+        inner_cols = [acc, exp.alias_(day.copy(), "_d"), exp.alias_(_t_of(day.copy(), grid), T_COL)]
+        if kind == "latest":
+            needed.append(value)
+            inner_cols.append(exp.alias_(exp.cast(exp.column(value), exp.DataType.build("double")), "_v"))
+        src = (source or SqlTable()).from_(table, list(dict.fromkeys(needed)))
+        inner = exp.select(*inner_cols).from_(src).where(exp.and_(*base))
+        outs = [exp.alias_(exp.Max(this=exp.column("_d")), f"{col}_at")]
+        dtypes: dict[str, pl.DataType] = {f"{col}_at": pl.Date()}
+        if kind == "latest":
+            # Several answers on the latest day of a bin: their mean (as the engine does).
+            mx = exp.Window(this=exp.Max(this=exp.column("_d")),
+                            partition_by=[exp.column("account_id"), exp.column(T_COL)])
+            inner = exp.select("account_id", "_d", T_COL, "_v", exp.alias_(mx, "_mx")).from_(inner.subquery("a"))
+            latest = exp.Case(ifs=[exp.If(this=exp.EQ(this=exp.column("_d"), expression=exp.column("_mx")),
+                                          true=exp.column("_v"))])
+            outs.append(exp.alias_(exp.cast(exp.Avg(this=latest), exp.DataType.build("double")), f"{col}_v"))
+            dtypes[f"{col}_v"] = pl.Float64()
+        tree = (exp.select(exp.column("account_id"), exp.column(T_COL), *outs)
+                .from_(inner.subquery("b")).group_by(exp.column("account_id"), exp.column(T_COL)))
+        return StateRollup(table, tree, params, dtypes)
+
+    start, end = OPEN_COLUMNS[table]
+    needed += [start, end]
+    src = (source or SqlTable()).from_(table, list(dict.fromkeys(needed)))
+    end_day = _date(end)
+    if kind == "open_count":
+        opened = exp.select(acc.copy(), exp.alias_(_t_of(_date(start), grid), T_COL),
+                            exp.alias_(exp.Literal.number(1), "_delta")).from_(src.copy()).where(exp.and_(*[b.copy() for b in base]))
+        closed = (exp.select(acc.copy(), exp.alias_(_t_of(end_day.copy(), grid), T_COL),
+                             exp.alias_(exp.Literal.number(-1), "_delta")).from_(src.copy())
+                  .where(exp.and_(*[b.copy() for b in base],
+                                  exp.Not(this=exp.Is(this=exp.column(end), expression=exp.Null())),
+                                  exp.LTE(this=end_day.copy(), expression=_param("hi")))))
+        both = exp.union(opened, closed, distinct=False)
+        tree = (exp.select(exp.column("account_id"), exp.column(T_COL),
+                           exp.alias_(exp.cast(exp.Sum(this=exp.column("_delta")), exp.DataType.build("bigint")),
+                                      f"{col}_d"))
+                .from_(exp.Subquery(this=both, alias=exp.TableAlias(this=exp.to_identifier("u"))))
+                .group_by(exp.column("account_id"), exp.column(T_COL)))
+        return StateRollup(table, tree, params, {f"{col}_d": pl.Int64()})
+
+    # open_max_age, max_days_overdue: every grid position a record is open at
+    if kind == "max_days_overdue":
+        since = _date("due_date")
+        needed.append("due_date")
+        src = (source or SqlTable()).from_(table, list(dict.fromkeys(needed)))
+        lo = exp.Greatest(this=_t_of(since.copy(), grid, minus=1), expressions=[_t_of(_date("issued_at"), grid)])
+        base.append(exp.LT(this=since.copy(), expression=_param("hi")))  # due on/after the last date: never overdue
+    else:
+        since = _date(start)
+        lo = _t_of(since.copy(), grid)
+    hi = exp.Case(ifs=[exp.If(this=exp.or_(exp.Is(this=exp.column(end), expression=exp.Null()),
+                                           exp.GT(this=end_day.copy(), expression=_param("hi"))),
+                              true=exp.Literal.number(n))],
+                  default=_t_of(end_day.copy(), grid))
+    spans = exp.select(acc.copy(), exp.alias_(since, "_since"), exp.alias_(lo, "_lo"), exp.alias_(hi, "_hi")) \
+        .from_(src).where(exp.and_(*base))
+    grid_t = exp.values([(i,) for i in range(n)], alias="g", columns=[T_COL])
+    tree = (
+        exp.select(exp.column("account_id", table="o"), exp.alias_(exp.column(T_COL, table="g"), T_COL),
+                   exp.alias_(exp.Min(this=exp.column("_since", table="o")), f"{col}_since"))
+        .from_(exp.Subquery(this=spans, alias=exp.TableAlias(this=exp.to_identifier("o"))))
+        .join(grid_t, on=exp.and_(
+            exp.GTE(this=exp.column(T_COL, table="g"), expression=exp.column("_lo", table="o")),
+            exp.LT(this=exp.column(T_COL, table="g"), expression=exp.column("_hi", table="o"))))
+        .group_by(exp.column("account_id", table="o"), exp.column(T_COL, table="g"))
+    )
+    return StateRollup(table, tree, params, {f"{col}_since": pl.Date()})
+
+
+def _empty_state(r: StateRollup) -> pl.DataFrame:
+    return pl.DataFrame(schema={"account_id": pl.String, T_COL: pl.Int64, **r.dtypes})
+
+
+def state_provider(run: Callable[[Any], pl.DataFrame], sources: Mapping[str, SqlTable] | None = None,
+                   tables: Sequence[str] | None = None) -> Callable[[str, _TablePlan, _Grid], list[pl.LazyFrame] | None]:
+    """A `state_provider` for `compute_features`: the state measures of `tables` (default:
+    every table that has them) computed in SQL with `run` (a runner from this module)."""
+
+    def states(table: str, tplan: _TablePlan, grid: _Grid) -> list[pl.LazyFrame] | None:
+        if tables is not None and table not in tables:
+            return None
+        out = []
+        for col in tplan.states:
+            r = compile_state(tplan, grid, col, (sources or {}).get(table))
+            out.append(r.finish(run(r), grid))
+        return out
+
+    return states

@@ -23,6 +23,7 @@ from health.pushdown import (
     duckdb_runner,
     provider,
     sqlalchemy_runner,
+    state_provider,
     translate_condition,
 )
 from sources.sample import generate
@@ -92,6 +93,18 @@ def test_sample_book_same_features_in_duckdb(book, model):
     assert_same(polars, pushed, list(model.signals))
 
 
+def test_sample_book_everything_pushed_down_to_duckdb(book, model):
+    """Windows and state measures in SQL: Polars reads only the accounts."""
+    as_of = weekly(book, 40)
+    polars = compute_features(book, model, as_of).collect()
+    run = duckdb_runner(duck_with(book))
+    pushed = compute_features({"accounts": book["accounts"], "outcomes": book["outcomes"]}, model, as_of,
+                              rollup_provider=provider(run), state_provider=state_provider(run)).collect()
+    states = {"latest", "days_since", "open_count", "open_max_age", "max_days_overdue"}
+    assert {s.measure for s in model.signals.values()} >= states
+    assert_same(polars, pushed, list(model.signals))
+
+
 def test_sample_book_without_raw_usage_in_polars(book, model):
     """usage has only windowed signals: pushed down, it need not be loaded at all."""
     as_of = weekly(book, 8)
@@ -132,7 +145,9 @@ def test_sample_book_same_features_in_postgres(pg_book, book, model):
     as_of = weekly(book)
     polars = compute_features(book, model, as_of).collect()
     with pg_book.connect() as conn:
-        pushed = compute_features(book, model, as_of, rollup_provider=provider(sqlalchemy_runner(conn))).collect()
+        run = sqlalchemy_runner(conn)
+        pushed = compute_features({"accounts": book["accounts"], "outcomes": book["outcomes"]}, model, as_of,
+                                  rollup_provider=provider(run), state_provider=state_provider(run)).collect()
     assert_same(polars, pushed, list(model.signals))
 
 
@@ -205,20 +220,69 @@ def books(draw):
                                           st.one_of(st.none(), st.booleans()),
                                           st.one_of(st.none(), st.floats(-1, 1).map(lambda v: round(v, 2)))),
                                 max_size=40))
+    closes = draw(st.lists(st.one_of(st.none(), st.integers(0, 200)), min_size=len(ticket_rows),
+                           max_size=len(ticket_rows)))
     tickets = pl.DataFrame(
-        [(f"t{i}", a, dt.datetime.combine(BASE + dt.timedelta(days=d), dt.time(h)), p, e, s)
-         for i, (a, d, h, p, e, s) in enumerate(ticket_rows)],
+        [(f"t{i}", a, dt.datetime.combine(BASE + dt.timedelta(days=d), dt.time(h)), p, e, s,
+          None if c is None else dt.datetime.combine(BASE + dt.timedelta(days=d + c), dt.time((h + 5) % 24)))
+         for i, ((a, d, h, p, e, s), c) in enumerate(zip(ticket_rows, closes))],
         schema={"ticket_id": pl.String, "account_id": pl.String, "opened_at": pl.Datetime("us"),
-                "priority": pl.String, "escalated": pl.Boolean, "sentiment": pl.Float64},
+                "priority": pl.String, "escalated": pl.Boolean, "sentiment": pl.Float64,
+                "closed_at": pl.Datetime("us")},
         orient="row",
     )
-    return {"accounts": accounts, "usage": usage, "tickets": tickets}
+    inv_rows = draw(st.lists(st.tuples(who, st.integers(-60, 150), st.integers(0, 60), st.one_of(st.none(), st.integers(0, 200)),
+                                       money), max_size=25))
+    invoices = pl.DataFrame(
+        [(f"i{i}", a, BASE + dt.timedelta(days=d), BASE + dt.timedelta(days=d + due),
+          None if paid is None else BASE + dt.timedelta(days=d + paid), amt)
+         for i, (a, d, due, paid, amt) in enumerate(inv_rows)],
+        schema={"invoice_id": pl.String, "account_id": pl.String, "issued_at": pl.Date, "due_date": pl.Date,
+                "paid_at": pl.Date, "amount": pl.Float64},
+        orient="row",
+    )
+    survey_rows = draw(st.lists(st.tuples(who, st.integers(-100, 150), st.sampled_from(("nps", "csat")),
+                                          st.one_of(st.none(), st.integers(0, 10))), max_size=25))
+    surveys = pl.DataFrame(
+        [(f"r{i}", a, BASE + dt.timedelta(days=d), k, None if v is None else float(v))
+         for i, (a, d, k, v) in enumerate(survey_rows)],
+        schema={"response_id": pl.String, "account_id": pl.String, "responded_at": pl.Date, "kind": pl.String,
+                "score": pl.Float64},
+        orient="row",
+    )
+    touch_rows = draw(st.lists(st.tuples(who, st.integers(-100, 150), st.sampled_from(("qbr", "call", "exec_meeting"))),
+                               max_size=25))
+    touchpoints = pl.DataFrame(
+        [(f"m{i}", a, BASE + dt.timedelta(days=d), k) for i, (a, d, k) in enumerate(touch_rows)],
+        schema={"touchpoint_id": pl.String, "account_id": pl.String, "at": pl.Date, "kind": pl.String},
+        orient="row",
+    )
+    return {"accounts": accounts, "usage": usage, "tickets": tickets, "invoices": invoices, "surveys": surveys,
+            "touchpoints": touchpoints}
 
 
 @st.composite
 def models(draw):
     signals: dict[str, Signal] = {}
-    for i in range(draw(st.integers(1, 4))):
+    common = {"score": [[0, 0], [1, 100]]}
+    for i in range(draw(st.integers(0, 3))):
+        kind = draw(st.sampled_from(("latest", "days_since", "open_count", "open_max_age", "max_days_overdue")))
+        lookback = draw(st.sampled_from((None, "30d", "90d")))
+        if kind == "latest":
+            sig = Signal(label="l", table="surveys", measure="latest", where=draw(st.sampled_from((None, "kind = 'nps'"))),
+                         value="score", lookback=lookback, **common)
+        elif kind == "days_since":
+            sig = Signal(label="d", table="touchpoints", measure="days_since", lookback=lookback,
+                         where=draw(st.sampled_from((None, "kind IN ('exec_meeting', 'qbr')"))), **common)
+        elif kind == "max_days_overdue":
+            sig = Signal(label="o", table="invoices", measure="max_days_overdue",
+                         where=draw(st.sampled_from((None, "amount > 100"))), **common)
+        else:
+            table = draw(st.sampled_from(("tickets", "invoices")))
+            where = draw(st.sampled_from(TICKET_WHERE if table == "tickets" else (None, "amount > 100")))
+            sig = Signal(label="c", table=table, measure=kind, where=where, **common)
+        signals[f"st{i}"] = sig
+    for i in range(draw(st.integers(0 if signals else 1, 4))):
         table = draw(st.sampled_from(("usage", "tickets")))
         measure = draw(st.sampled_from(("sum", "count", "mean", "trend", "share", "ratio")))
         window = f"{draw(st.sampled_from(WINDOWS))}d"
@@ -263,8 +327,9 @@ SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, Heal
 @given(tables=books(), model=models(), as_of=as_of_dates)
 def test_random_books_same_features_in_duckdb(tables, model, as_of):
     polars = compute_features(tables, model, as_of).collect()
-    con = duck_with(tables)
-    pushed = compute_features(tables, model, as_of, rollup_provider=provider(duckdb_runner(con))).collect()
+    run = duckdb_runner(duck_with(tables))
+    pushed = compute_features({"accounts": tables["accounts"]}, model, as_of, rollup_provider=provider(run),
+                              state_provider=state_provider(run)).collect()
     assert_same(polars, pushed, list(model.signals))
 
 
@@ -285,5 +350,78 @@ def test_random_books_same_features_in_postgres(pg_random, tables, model, as_of)
     load_tables(url, tables)
     polars = compute_features(tables, model, as_of).collect()
     with engine.connect() as conn:
-        pushed = compute_features(tables, model, as_of, rollup_provider=provider(sqlalchemy_runner(conn))).collect()
+        run = sqlalchemy_runner(conn)
+        pushed = compute_features({"accounts": tables["accounts"]}, model, as_of, rollup_provider=provider(run),
+                                  state_provider=state_provider(run)).collect()
+    assert_same(polars, pushed, list(model.signals))
+
+
+def boundary_book() -> tuple[dict[str, pl.DataFrame], list[dt.date]]:
+    """Every state record's dates on, just before and just after the as-of dates (weekly
+    grid), one account per combination — where an off-by-one in SQL would show."""
+    T = dt.date(2026, 3, 31)
+    as_of = [T - dt.timedelta(days=7 * i) for i in range(3)]
+    offs = (-8, -7, -1, 0, 1, 7, None)
+    inv, tic, sur, tou, ids = [], [], [], [], []
+    i = 0
+    for a in (-20, -14, -8, -7, 0):
+        for b in offs:
+            for c in offs:
+                acc = f"A{i:04d}"
+                ids.append(acc)
+                issued = T + dt.timedelta(days=a)
+                due = T + dt.timedelta(days=b if b is not None else 3)
+                paid = None if c is None else T + dt.timedelta(days=c)
+                inv.append((f"i{i}", acc, issued, due, paid, 100.0 + i))
+                tic.append((f"t{i}", acc, dt.datetime.combine(issued, dt.time(9)), "P1",
+                            None if paid is None else dt.datetime.combine(paid, dt.time(23))))
+                sur.append((f"r{i}", acc, due, "nps", float(i % 11)))
+                sur.append((f"q{i}", acc, due, "nps", float((i * 7) % 11)))  # two answers on one day
+                tou.append((f"m{i}", acc, paid or issued, "qbr"))
+                i += 1
+    accounts = pl.DataFrame({"account_id": ids, "name": ids, "segment": "s", "owner": "o", "arr": 1.0,
+                             "renewal_date": dt.date(2027, 1, 1)})
+    tables = {
+        "accounts": accounts,
+        "invoices": pl.DataFrame(inv, schema=["invoice_id", "account_id", "issued_at", "due_date", "paid_at", "amount"],
+                                 orient="row"),
+        "tickets": pl.DataFrame(tic, schema={"ticket_id": pl.String, "account_id": pl.String,
+                                             "opened_at": pl.Datetime("us"), "priority": pl.String,
+                                             "closed_at": pl.Datetime("us")}, orient="row"),
+        "surveys": pl.DataFrame(sur, schema=["response_id", "account_id", "responded_at", "kind", "score"], orient="row"),
+        "touchpoints": pl.DataFrame(tou, schema=["touchpoint_id", "account_id", "at", "kind"], orient="row"),
+    }
+    return tables, as_of
+
+
+def test_state_measures_at_the_grid_edges(pg_url):
+    tables, as_of = boundary_book()
+    common = {"score": [[0, 0], [1, 100]]}
+    model = HealthModel(
+        signals={
+            "overdue": Signal(label="o", table="invoices", measure="max_days_overdue", **common),
+            "open_inv": Signal(label="i", table="invoices", measure="open_count", **common),
+            "open_age": Signal(label="a", table="tickets", measure="open_max_age", **common),
+            "open_tix": Signal(label="t", table="tickets", measure="open_count", **common),
+            "nps": Signal(label="n", table="surveys", measure="latest", value="score", lookback="7d", **common),
+            "since": Signal(label="s", table="touchpoints", measure="days_since", lookback="7d", **common),
+        },
+        segments={"default": Segment(weights={"overdue": 1})}, tiers=Tiers(at_risk=40, watch=70),
+    )
+    polars = compute_features(tables, model, as_of).collect()
+    assert polars["overdue"].max() > 0 and polars["open_tix"].max() > 0
+    run = duckdb_runner(duck_with(tables))
+    pushed = compute_features({"accounts": tables["accounts"]}, model, as_of, rollup_provider=provider(run),
+                              state_provider=state_provider(run)).collect()
+    assert_same(polars, pushed, list(model.signals))
+    import sqlalchemy as sa
+
+    url = fresh_database(pg_url, "chi_pushdown_edges")
+    load_tables(url, tables)
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        run = sqlalchemy_runner(conn)
+        pushed = compute_features({"accounts": tables["accounts"]}, model, as_of, rollup_provider=provider(run),
+                                  state_provider=state_provider(run)).collect()
+    engine.dispose()
     assert_same(polars, pushed, list(model.signals))
