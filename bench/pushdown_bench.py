@@ -8,9 +8,10 @@ variant runs in a fresh Python process (its own peak RSS) and computes every sig
 weights.yaml for every account at each weekly as-of date:
 
 * polars:   `compute_features` over `pl.scan_parquet` tables (roll-ups on the streaming engine);
-* pushdown: the same call with `rollup_provider=provider(duckdb_runner(con))`: DuckDB reads
-            usage.parquet / tickets.parquet itself (views over `read_parquet`) and returns
-            only (account, week, aggregates); Polars never reads the raw usage table.
+* pushdown: the same call with `rollup_provider=` and `state_provider=` over DuckDB: DuckDB
+            reads usage / tickets / invoices / surveys / touchpoints .parquet itself (views
+            over `read_parquet`) and returns only (account, week, aggregates); Polars reads
+            only accounts and outcomes.
 
 Both write their features to bench/out/; the last line says how far apart they are (the
 largest difference over every signal, relative to max(1, |value|)).
@@ -53,10 +54,10 @@ def _measure(folder: str, weeks: int, variant: str) -> dict:
     else:
         import duckdb
 
-        from health.pushdown import duckdb_runner, provider
+        from health.pushdown import duckdb_runner, provider, state_provider
 
         con = duckdb.connect()
-        for t in ("usage", "tickets"):
+        for t in ("usage", "tickets", "invoices", "surveys", "touchpoints"):
             path = str(folder_p / f"{t}.parquet").replace("'", "''")
             con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{path}')")
         run = duckdb_runner(con)
@@ -68,8 +69,10 @@ def _measure(folder: str, weeks: int, variant: str) -> dict:
             sql_s += time.perf_counter() - s
             return df
 
-        pushed = {t: v for t, v in tables.items() if t != "usage"}  # usage: windows only
-        out = compute_features(pushed, model, as_of, rollup_provider=provider(timed)).collect()
+        # Polars reads only accounts (and outcomes); every roll-up runs in DuckDB.
+        pushed = {t: v for t, v in tables.items() if t in ("accounts", "outcomes")}
+        out = compute_features(pushed, model, as_of, rollup_provider=provider(timed),
+                               state_provider=state_provider(timed)).collect()
     wall = time.perf_counter() - t0
     OUT.mkdir(parents=True, exist_ok=True)
     out.sort("account_id", "as_of").write_parquet(OUT / f"pushdown-{variant}.parquet")

@@ -21,10 +21,13 @@ expressions: no sub-queries or statements) and re-rendered, never pasted. The re
 ratios, trends and every state measure exactly as it does for a Polars roll-up: the same
 model gives the same numbers wherever the roll-up ran (tests/health/test_pushdown.py).
 
-What stays in Polars: the state measures (latest, days_since, open_count, open_max_age,
-max_days_overdue) — they read the small tables (tickets, invoices, surveys, touchpoints),
-which a warehouse source loads in full anyway — and everything after the roll-up
-(windows over bins, scores, tiers).
+The state measures (latest, days_since, open_count, open_max_age, max_days_overdue) are
+pushed down the same way (`compile_state`, `state_provider`): each returns the sparse
+(account, grid position) frame the engine would build — the latest record's date and
+value per bin, +1/-1 at opening and closing, the earliest open record per grid date
+(a join on the grid's positions) — and the engine fills it forward. With both providers
+Polars reads only the accounts. What always stays in Polars: everything after the
+roll-ups (windows over bins, forward fills, scores, tiers).
 """
 
 from __future__ import annotations

@@ -482,6 +482,13 @@ class SqlSource:
 
         return provider(sqlalchemy_runner(conn, self.dialect()), self.sql_tables(conn), tables)
 
+    def state_provider(self, conn: Any, tables: tuple[str, ...] | None = None) -> Any:
+        """A `state_provider` for `compute_features`: latest / days_since / open_count /
+        open_max_age / max_days_overdue computed in this database over `conn`."""
+        from health.pushdown import sqlalchemy_runner, state_provider
+
+        return state_provider(sqlalchemy_runner(conn, self.dialect()), self.sql_tables(conn), tables)
+
     def _table_problem(self, conn: Any, table: str, label: str, exc: BaseException) -> Problem:
         detail = _scrub(_first_line(exc), self.url)
         if _is_missing(exc):

@@ -258,3 +258,14 @@ def test_postgres_source_pushes_the_rollups_down(pg_book, book, monkeypatch):
         both = pl.DataFrame({"a": polars[s], "b": pushed[s]})
         assert (both["a"].is_null() == both["b"].is_null()).all(), s
         assert ((both["a"] - both["b"]).abs() <= 1e-9 * both["a"].abs().clip(lower_bound=1.0)).all(), s
+    # everything in the database: Polars gets only the accounts (and outcomes)
+    only = src.load(skip=("usage", "tickets", "invoices", "surveys", "touchpoints", "milestones"))
+    assert set(only.tables) == {"accounts", "outcomes"}
+    with src.engine().connect() as conn:
+        pushed = compute_features(only.tables, model, as_of, rollup_provider=src.rollup_provider(conn),
+                                  state_provider=src.state_provider(conn)).collect()
+    pushed = pushed.sort("account_id", "as_of")
+    for s in model.signals:
+        both = pl.DataFrame({"a": polars[s], "b": pushed[s]})
+        assert (both["a"].is_null() == both["b"].is_null()).all(), s
+        assert ((both["a"] - both["b"]).abs() <= 1e-9 * both["a"].abs().clip(lower_bound=1.0)).all(), s
