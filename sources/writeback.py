@@ -21,6 +21,7 @@ from health.actions import ActionStore
 from health.crm import CrmSink, Mailer
 from health.model import Strict
 from health.yaml_config import ConfigError, parse_yaml, plain, read_text
+from sources.hubspot import HubSpotConfig, HubSpotSink, hubspot_credentials
 from sources.salesforce import SalesforceConfig, SalesforceSink, _has_password, _has_session, credentials_from
 from sources.smtp_mailer import SmtpConfig, SmtpMailer
 
@@ -32,10 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 class CrmFile(Strict):
     version: int | str | None = None
     description: str | None = None
-    crm: Literal["auto", "salesforce", "none"] = "auto"
-    """auto: Salesforce when credentials are found, else none (actions stay local)."""
+    crm: Literal["auto", "salesforce", "hubspot", "none"] = "auto"
+    """auto: Salesforce when credentials are found, else none (actions stay local);
+    hubspot: always HubSpot (sources/hubspot.py)."""
     store: str = "data/state.db"
     salesforce: SalesforceConfig = Field(default_factory=SalesforceConfig)
+    hubspot: HubSpotConfig = Field(default_factory=HubSpotConfig)
     smtp: SmtpConfig = Field(default_factory=SmtpConfig)
 
 
@@ -52,6 +55,8 @@ def parse_crm_config(text: str, file: str = "config/crm.yaml") -> CrmFile:
             got = col.one((key,), value or {}, SalesforceConfig)
         elif key == "smtp":
             got = col.one((key,), value or {}, SmtpConfig)
+        elif key == "hubspot":
+            got = col.one((key,), value or {}, HubSpotConfig)
         elif key in CrmFile.model_fields:
             try:
                 CrmFile.model_validate({key: value})
@@ -113,8 +118,12 @@ def build_sink(
     the whole secrets mapping, from which the configured section is taken."""
     if config.crm == "none":
         return None
-    sf = config.salesforce
     plain = plain_secrets(secrets)
+    if config.crm == "hubspot":
+        hs = config.hubspot
+        section = _section(plain, hs.credentials.secrets_section) or plain
+        return HubSpotSink(hs, hubspot_credentials(section, hs, environ), environ={})
+    sf = config.salesforce
     section = _section(plain, sf.credentials.secrets_section) or plain
     creds = credentials_from(section, sf, environ)
     if config.crm == "auto" and not (_has_password(creds) or _has_session(creds)):
