@@ -14,7 +14,7 @@ from sources.base import Source, SourceConfigError, SourceFactory
 
 _FACTORIES: dict[str, SourceFactory] = {}
 
-BUILTIN_MODULES: tuple[str, ...] = ("sources.sample", "sources.files", "sources.sql")
+BUILTIN_MODULES: tuple[str, ...] = ("sources.sample", "sources.files", "sources.sql", "sources.snowflake")
 
 
 def register(kind: str) -> Callable[[SourceFactory], SourceFactory]:

@@ -334,40 +334,7 @@ class SqlSource:
     def select_for(self, table: str, present: list[str], ts: SqlTableSettings, label: str,
                    extra: set[str] | None = None) -> tuple[dict[str, str], list[Problem]]:
         """The database columns to read and their canonical names: {theirs: ours}."""
-        spec = TABLES[table]
-        problems: list[Problem] = []
-        by_lower = {c.lower(): c for c in present}
-        chosen: dict[str, str] = {}
-        for theirs, ours in ts.columns.items():
-            found = theirs if theirs in present else by_lower.get(theirs.lower())
-            if found is None:
-                guess = did_you_mean(theirs, present)
-                problems.append(Problem(
-                    table, ours, "missing_column",
-                    f"Table {table!r} ({label}) of source {self.name!r}: `columns:` maps {theirs!r} to "
-                    f"{ours!r}, but there is no column {theirs!r} (columns: {', '.join(present) or 'none'})."
-                    + (f" Did you mean {guess!r}?" if guess else "") + f" Fix the mapping in {CONFIG_FILE}.",
-                ))
-                continue
-            chosen[found] = ours
-        mapped = set(chosen.values())
-        wanted: list[str] = [c.name for c in spec.columns]
-        if table == "accounts":
-            wanted += [c for c in present if c.lower() not in {w.lower() for w in wanted}]
-        wanted += list(ts.keep) + sorted(extra or ())
-        for w in wanted:
-            found = w if w in present else by_lower.get(w.lower())
-            if found is None or found in chosen or w.lower() in {m.lower() for m in mapped}:
-                if found is None and w in ts.keep:
-                    problems.append(Problem(
-                        table, w, "missing_column",
-                        f"Table {table!r} ({label}) of source {self.name!r}: `keep:` names {w!r}, which "
-                        f"is not a column (columns: {', '.join(present)}). Fix `keep:` in {CONFIG_FILE}.",
-                    ))
-                continue
-            canon = spec.column(w.lower()) if spec.column(w) is None else spec.column(w)
-            chosen[found] = canon.name if canon is not None else found
-        return chosen, problems
+        return choose_columns(self.name, table, present, ts, label, extra)
 
     def _date_filter(self, table: str, chosen: dict[str, str]) -> Any:
         import sqlalchemy as sa
@@ -523,6 +490,47 @@ class SqlSource:
         result = validate(raw, self.name, formats)
         result.problems[:0] = read_problems
         return result
+
+
+def choose_columns(source: str, table: str, present: list[str], ts: SqlTableSettings, label: str,
+                   extra: set[str] | None = None) -> tuple[dict[str, str], list[Problem]]:
+    """The database columns to read and their canonical names ({theirs: ours}): the
+    mapped ones, the canonical ones (matched case-insensitively), every column of
+    `accounts`, and `keep:`; a mapped or kept column the table lacks is a Problem."""
+    spec = TABLES[table]
+    problems: list[Problem] = []
+    by_lower = {c.lower(): c for c in present}
+    chosen: dict[str, str] = {}
+    for theirs, ours in ts.columns.items():
+        found = theirs if theirs in present else by_lower.get(theirs.lower())
+        if found is None:
+            guess = did_you_mean(theirs, present)
+            problems.append(Problem(
+                table, ours, "missing_column",
+                f"Table {table!r} ({label}) of source {source!r}: `columns:` maps {theirs!r} to "
+                f"{ours!r}, but there is no column {theirs!r} (columns: {', '.join(present) or 'none'})."
+                + (f" Did you mean {guess!r}?" if guess else "") + f" Fix the mapping in {CONFIG_FILE}.",
+            ))
+            continue
+        chosen[found] = ours
+    mapped = set(chosen.values())
+    wanted: list[str] = [c.name for c in spec.columns]
+    if table == "accounts":
+        wanted += [c for c in present if c.lower() not in {w.lower() for w in wanted}]
+    wanted += list(ts.keep) + sorted(extra or ())
+    for w in wanted:
+        found = w if w in present else by_lower.get(w.lower())
+        if found is None or found in chosen or w.lower() in {m.lower() for m in mapped}:
+            if found is None and w in ts.keep:
+                problems.append(Problem(
+                    table, w, "missing_column",
+                    f"Table {table!r} ({label}) of source {source!r}: `keep:` names {w!r}, which "
+                    f"is not a column (columns: {', '.join(present)}). Fix `keep:` in {CONFIG_FILE}.",
+                ))
+            continue
+        canon = spec.column(w.lower()) if spec.column(w) is None else spec.column(w)
+        chosen[found] = canon.name if canon is not None else found
+    return chosen, problems
 
 
 def _q(name: str) -> Any:
