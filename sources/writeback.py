@@ -23,6 +23,7 @@ from health.model import Strict
 from health.yaml_config import ConfigError, parse_yaml, plain, read_text
 from sources.hubspot import HubSpotConfig, HubSpotSink, hubspot_credentials
 from sources.salesforce import SalesforceConfig, SalesforceSink, _has_password, _has_session, credentials_from
+from sources.servicenow import ServiceNowConfig, ServiceNowSink, servicenow_credentials
 from sources.smtp_mailer import SmtpConfig, SmtpMailer
 
 STATE_DB_ENV = "CHI_STATE_DB"
@@ -33,12 +34,13 @@ ROOT = Path(__file__).resolve().parents[1]
 class CrmFile(Strict):
     version: int | str | None = None
     description: str | None = None
-    crm: Literal["auto", "salesforce", "hubspot", "none"] = "auto"
+    crm: Literal["auto", "salesforce", "hubspot", "servicenow", "none"] = "auto"
     """auto: Salesforce when credentials are found, else none (actions stay local);
-    hubspot: always HubSpot (sources/hubspot.py)."""
+    hubspot / servicenow: always that CRM (sources/hubspot.py, sources/servicenow.py)."""
     store: str = "data/state.db"
     salesforce: SalesforceConfig = Field(default_factory=SalesforceConfig)
     hubspot: HubSpotConfig = Field(default_factory=HubSpotConfig)
+    servicenow: ServiceNowConfig = Field(default_factory=ServiceNowConfig)
     smtp: SmtpConfig = Field(default_factory=SmtpConfig)
 
 
@@ -57,6 +59,8 @@ def parse_crm_config(text: str, file: str = "config/crm.yaml") -> CrmFile:
             got = col.one((key,), value or {}, SmtpConfig)
         elif key == "hubspot":
             got = col.one((key,), value or {}, HubSpotConfig)
+        elif key == "servicenow":
+            got = col.one((key,), value or {}, ServiceNowConfig)
         elif key in CrmFile.model_fields:
             try:
                 CrmFile.model_validate({key: value})
@@ -123,6 +127,10 @@ def build_sink(
         hs = config.hubspot
         section = _section(plain, hs.credentials.secrets_section) or plain
         return HubSpotSink(hs, hubspot_credentials(section, hs, environ), environ={})
+    if config.crm == "servicenow":
+        sn = config.servicenow
+        section = _section(plain, sn.credentials.secrets_section) or plain
+        return ServiceNowSink(sn, servicenow_credentials(section, sn, environ), session=session, environ={})
     sf = config.salesforce
     section = _section(plain, sf.credentials.secrets_section) or plain
     creds = credentials_from(section, sf, environ)
