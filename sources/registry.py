@@ -14,7 +14,9 @@ from sources.base import Source, SourceConfigError, SourceFactory
 
 _FACTORIES: dict[str, SourceFactory] = {}
 
-BUILTIN_MODULES: tuple[str, ...] = ("sources.sample", "sources.files", "sources.sql", "sources.snowflake")
+BUILTIN_MODULES: tuple[str, ...] = (
+    "sources.sample", "sources.files", "sources.sql", "sources.snowflake", "sources.databricks",
+)
 
 
 def register(kind: str) -> Callable[[SourceFactory], SourceFactory]:
