@@ -15,6 +15,7 @@ pages = [
     st.Page("app_pages/account.py", title="Account", icon=":material/person_search:", url_path="account"),
     st.Page("app_pages/segments.py", title="Segments", icon=":material/leaderboard:", url_path="segments"),
     st.Page("app_pages/actions.py", title="Actions & approvals", icon=":material/task_alt:", url_path="actions"),
+    st.Page("app_pages/alerts.py", title="Alerts", icon=":material/notifications:", url_path="alerts"),
     st.Page("app_pages/model.py", title="Health model", icon=":material/tune:", url_path="model"),
 ]
 page = st.navigation(pages)

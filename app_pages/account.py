@@ -9,7 +9,7 @@ import polars as pl
 import streamlit as st
 
 from health.timeline import SOURCE_LABELS, with_events
-from ui import actions, charts, data
+from ui import actions, alerts, charts, data
 from ui.fmt import TABLE_LABELS, money, renewal_words, signed, source_label, tier_label
 
 book = data.book_or_stop()
@@ -135,7 +135,10 @@ if cur is not None and view.breakdown is not None:
 
 # ---- Timeline ------------------------------------------------------------------------------------
 st.subheader("Timeline")
-tl = with_events(view.timeline, action_rows, since=view.since)  # + the "Actions & decisions" lane
+alert_rows = alerts.account_rows(account_id)
+if alert_rows is not None and alert_rows.height:  # fired by the daily run, dated when it ran: keep it on the axis
+    x_range = (x_range[0], max(x_range[1], alert_rows["at"].max().date() + dt.timedelta(days=3)))
+tl = with_events(view.timeline, action_rows, alert_rows, since=view.since)  # + the "Actions & decisions" and "Alerts" lanes
 if tl.is_empty() and view.usage.is_empty():
     st.info("No events or usage recorded for this account in the last 52 weeks.")
 else:

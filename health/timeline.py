@@ -38,12 +38,14 @@ SOURCE_LABELS: dict[str, str] = {
     "touchpoints": "Meetings & calls",
     "milestones": "Milestones",
     "health": "Health tier",
+    "alerts": "Alerts",
     "actions": "Actions & decisions",
 }
 """Lane names, in the order lanes are drawn (top to bottom). "actions" holds what the team
 did about the account — actions logged (and their approval / sync) and plays dismissed
 with a reason — from `health.actions.ActionStore.account_events`, merged in with
-`with_events`."""
+`with_events`. "alerts" holds the alerts the daily run fired on the account and their
+acknowledgements (`health.alerts.alert_timeline`), merged the same way."""
 
 SCHEMA: dict[str, pl.DataType] = {
     "at": pl.Datetime("us"),

@@ -77,10 +77,13 @@ def _history() -> pl.DataFrame:
 def test_every_source_appears_with_the_common_shape():
     tl = account_timeline(_tables(), "A1", history=_history(), until=UNTIL)
     assert dict(tl.schema) == SCHEMA
-    # every data lane; the "actions" lane comes from the action store (see below)
-    assert set(tl["source"]) == set(SOURCE_LABELS) - {"actions"}
+    # every data lane; the "actions" and "alerts" lanes come from the state database (merged below)
+    assert set(tl["source"]) == set(SOURCE_LABELS) - {"actions", "alerts"}
     assert tl["at"].is_sorted(descending=True)
-    merged = with_events(tl, _action_rows())
+    alert = pl.DataFrame({"at": [DT(2025, 3, 21, 6)], "source": ["alerts"], "event": ["alert_fired"],
+                          "title": ["Alert (critical): At risk"], "detail": ["told carlos via email: delivered"],
+                          "ref": ["A1"], "tone": ["bad"]}, schema=SCHEMA)
+    merged = with_events(tl, _action_rows(), alert)
     assert set(merged["source"]) == set(SOURCE_LABELS)
 
 
