@@ -49,6 +49,7 @@ CRM_FILE = data.ROOT / "config" / "crm.yaml"
 PLAYBOOKS_FILE = data.ROOT / "config" / "playbooks.yaml"
 NOT_CONNECTED = "Salesforce not connected — actions are kept and will sync once it is configured"
 TYPE_WORDS = {"task": "CRM task", "email": "E-mail", "note": "Note"}
+CRM_NAMES = {"salesforce": "Salesforce", "hubspot": "HubSpot", "servicenow": "ServiceNow"}
 PRIORITIES = ("low", "normal", "high")
 HANDLED_DAYS = 30
 UTC = dt.timezone.utc
@@ -121,7 +122,7 @@ class Crm:
 
     @property
     def name(self) -> str:
-        return "Salesforce" if getattr(self.sink, "name", "") == "salesforce" else "the CRM"
+        return CRM_NAMES.get(getattr(self.sink, "name", ""), "the CRM")
 
 
 def get_crm() -> Crm:
