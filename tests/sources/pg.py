@@ -113,8 +113,13 @@ def start_server() -> Server:
 
 
 def fresh_database(url: str, name: str) -> str:
-    """Create (or re-create) database `name` on the server at `url`; its URL."""
+    """Create (or re-create) database `name` on the server at `url`; its URL. Under
+    pytest-xdist each worker gets its own database (the server may be shared)."""
     import sqlalchemy as sa
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        name = f"{name}_{worker}"
 
     eng = sa.create_engine(url, isolation_level="AUTOCOMMIT")
     try:
