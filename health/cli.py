@@ -237,9 +237,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
         result.tables, loaded, alerts, AlertStore(store_path(cfg)), roles=roles, notifiers=notifiers,
         not_configured=missing, sync=None if args.no_sync else sync_step, as_of=as_of, source=result.source,
         send=not args.no_send, load_step=(True, load_line),
+        crm_scores=_crm_scores_step(cfg, sink) if not args.no_sync else None,
     )
     print(report)
     return report.code
+
+
+def _crm_scores_step(cfg, sink):  # noqa: ANN001, ANN202 - the optional score write-back (health/crm_scores.py)
+    from health.crm_scores import push_scores
+    from sources.writeback import score_writer
+
+    writer = score_writer(cfg, sink)
+    if writer is None:
+        return None
+
+    def step(store, summary, day):  # noqa: ANN001, ANN202
+        rep = push_scores(store, summary, day, writer)
+        return rep.ok, str(rep)
+
+    return step
 
 
 def _cmd_suggest(args: argparse.Namespace) -> int:

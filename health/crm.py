@@ -148,6 +148,17 @@ class CrmSink(Protocol):
 
 
 @runtime_checkable
+class AccountHealthWriter(Protocol):
+    """Writes an account's health score and tier onto its CRM account record (optional;
+    `python -m health run`, see health/crm_scores.py)."""
+
+    def update_account_health(self, crm_id: str, score: float | None, tier: str | None, as_of: dt.date) -> None:
+        """Set the score / tier / date fields of account `crm_id`. Writing the same values
+        again is harmless. Raises a `CrmError` subclass."""
+        ...
+
+
+@runtime_checkable
 class Mailer(Protocol):
     """Sends e-mail (SMTP, a provider's API, ...)."""
 
@@ -165,6 +176,7 @@ class MemorySink:
 
     def __init__(self) -> None:
         self.records: dict[str, tuple[str, CrmTask]] = {}
+        self.accounts: dict[str, dict[str, object]] = {}
         self.calls = 0
         self.fail_with: CrmError | None = None
 
@@ -179,3 +191,9 @@ class MemorySink:
     def find_by_key(self, key: str) -> str | None:
         rec = self.records.get(key)
         return rec[0] if rec else None
+
+    def update_account_health(self, crm_id: str, score: float | None, tier: str | None, as_of: dt.date) -> None:
+        self.calls += 1
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.accounts[crm_id] = {"score": score, "tier": tier, "as_of": as_of}

@@ -89,13 +89,16 @@ def scheduled_run(
     send: bool = True,
     environ: Mapping[str, str] | None = None,
     load_step: tuple[bool, str] | None = None,
+    crm_scores: Callable[[AlertStore, pl.DataFrame, dt.date], tuple[bool, str]] | None = None,
 ) -> RunReport:
     """Run every step; never raises for a step's failure (it is reported). `loaded_model`:
     a `health.model_loader.LoadedModel` (its hash goes with the snapshot). `sync`: the
     outbox step, returning (ok, summary line); None skips it. `send=False` records the
     alerts but sends nothing: the day's new deliveries are marked `skipped` (a backfill
     of past days for the back-test, or a first run that should not flood anyone).
-    `load_step`: (ok, line) of the caller's source loading, reported first."""
+    `load_step`: (ok, line) of the caller's source loading, reported first. `crm_scores`:
+    the optional step writing each account's score and tier to the CRM (health.crm_scores),
+    given the store, the day's summary and the day; None skips it."""
     from health.scoring import default_as_of
 
     report = RunReport()
@@ -149,6 +152,13 @@ def scheduled_run(
             traceback.print_exc()
     else:
         report.add("send", True, "send: skipped (--no-send); earlier failed or pending deliveries wait for the next run")
+
+    if crm_scores is not None and summary is not None and report.as_of is not None:
+        try:
+            ok, line = crm_scores(store, summary, report.as_of)
+            report.add("crm scores", ok, line)
+        except Exception as exc:  # noqa: BLE001
+            report.add("crm scores", False, _error(exc))
 
     if sync is not None:
         try:

@@ -149,6 +149,33 @@ class CredentialNames(Strict):
     )
 
 
+class AccountHealth(Strict):
+    """Optional: `python -m health run` writes each account's score and tier onto the
+    Salesforce Account (custom fields; PATCH /sobjects/Account/<crm_id>)."""
+
+    enabled: bool = False
+    object: str = "Account"
+    fields: dict[Literal["score", "tier", "as_of"], str | None] = Field(
+        default_factory=lambda: {"score": "Health_Score__c", "tier": "Health_Tier__c", "as_of": "Health_Score_Date__c"}
+    )
+    tiers: dict[str, str] = Field(
+        default_factory=lambda: {"at_risk": "At risk", "watch": "Watch", "healthy": "Healthy",
+                                 "insufficient_data": "Insufficient data"}
+    )
+
+    @field_validator("object")
+    @classmethod
+    def _object(cls, v: str) -> str:
+        return _api_name(v)  # type: ignore[return-value]
+
+    @field_validator("fields")
+    @classmethod
+    def _fields(cls, v: dict[str, str | None]) -> dict[str, str | None]:
+        for name in v.values():
+            _api_name(name)
+        return v
+
+
 class SalesforceConfig(Strict):
     api_version: str = "62.0"
     domain: str = "login"
@@ -161,6 +188,7 @@ class SalesforceConfig(Strict):
     extra_fields: dict[str, str | int | float | bool] = Field(default_factory=dict)
     """Constant fields added to every Task (e.g. a record type or a source picklist)."""
     credentials: CredentialNames = Field(default_factory=CredentialNames)
+    account_health: AccountHealth = Field(default_factory=AccountHealth)
 
     @field_validator("api_version")
     @classmethod
@@ -534,8 +562,44 @@ class SalesforceSink:
         except Exception as exc:  # noqa: BLE001
             raise self._map(exc) from None
 
+    def update_account_health(self, crm_id: str, score: float | None, tier: str | None, as_of: Any) -> None:
+        """`health.crm.AccountHealthWriter`: set the score / tier / date fields of the
+        Account (salesforce.account_health in config/crm.yaml). Idempotent: a PATCH of
+        the same values."""
+        cfg = self.config.account_health
+        data: dict[str, Any] = {}
+        if cfg.fields.get("score"):
+            data[cfg.fields["score"]] = score
+        if cfg.fields.get("tier"):
+            data[cfg.fields["tier"]] = cfg.tiers.get(tier or "", tier)
+        if cfg.fields.get("as_of"):
+            data[cfg.fields["as_of"]] = as_of.isoformat() if hasattr(as_of, "isoformat") else str(as_of)
+        if not data:
+            return
+        sf = self._client()
+        try:
+            getattr(sf, cfg.object).update(crm_id, data)
+        except Exception as exc:  # noqa: BLE001
+            from simple_salesforce.exceptions import SalesforceResourceNotFound
+
+            mapped = self._map(exc)
+            if isinstance(exc, SalesforceResourceNotFound) or isinstance(mapped, CrmMissingAccount):
+                raise CrmMissingAccount(
+                    f"Salesforce has no {cfg.object} {crm_id}",
+                    hint="accounts.crm_id must hold the account's Salesforce Id: fix the crm_id column mapping in "
+                    "config/sources.yaml",
+                ) from None
+            if isinstance(mapped, CrmFieldError):
+                raise CrmFieldError(
+                    mapped.message,
+                    hint=f"create the fields {', '.join(str(f) for f in cfg.fields.values() if f)} on {cfg.object} "
+                    "(writable by the integration user), or fix salesforce.account_health in config/crm.yaml",
+                ) from None
+            raise mapped from None
+
 
 __all__ = [
+    "AccountHealth",
     "CredentialNames",
     "Idempotency",
     "SalesforceConfig",

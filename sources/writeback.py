@@ -139,6 +139,14 @@ def build_sink(
     return SalesforceSink(sf, creds, session=session, environ={})
 
 
+def score_writer(config: CrmFile, sink: CrmSink | None) -> Any:
+    """The sink as a `health.crm.AccountHealthWriter` when the score write-back is on
+    (`salesforce.account_health.enabled` and a Salesforce sink), else None."""
+    if isinstance(sink, SalesforceSink) and config.salesforce.account_health.enabled:
+        return sink
+    return None
+
+
 def build_mailer(
     config: CrmFile,
     secrets: Mapping[str, Any] | None = None,
@@ -174,5 +182,6 @@ __all__ = [
     "open_store",
     "parse_crm_config",
     "plain_secrets",
+    "score_writer",
     "store_path",
 ]

@@ -6,6 +6,7 @@
 * PATCH /services/data/v<v>/sobjects/Task/<F>/<key>  upsert on ext. id -> 201 create / 204 update
 * GET   /services/data/v<v>/sobjects/Task/<id>       read one Task
 * GET   /services/data/v<v>/query/?q=SELECT Id FROM Task|User WHERE ...
+* PATCH /services/data/v<v>/sobjects/Account/<id>    score write-back  -> 204 (404 unknown account)
 
 It serves TLS with a certificate from a `trustme` CA made at test time (simple-salesforce
 forces https). Switches simulate trouble: `stop()` / `start()` (down and back on the same
@@ -37,6 +38,7 @@ TASK_FIELDS = {
     "TaskSubtype", "CHI_Key__c",
 }
 CREATE_ONLY = {"TaskSubtype"}
+ACCOUNT_FIELDS = {"Health_Score__c", "Health_Tier__c", "Health_Score_Date__c"}
 
 
 @dataclass
@@ -70,6 +72,8 @@ class SalesforceStub:
         self.users = {k.lower(): v for k, v in (users or {}).items()}
         self.logins = logins or {}
         self.tasks: dict[str, dict[str, Any]] = {}
+        self.account_fields: dict[str, dict[str, Any]] = {}
+        self.account_patches = 0
         self.requests: list[tuple[str, str]] = []
         self.failures: list[Failure] = []
         self.drop_writes = 0
@@ -208,6 +212,8 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET" and rest.rstrip("/") == "query":
             return self._query(parse_qs(url.query).get("q", [""])[0])
         parts = [unquote(p) for p in rest.strip("/").split("/")]
+        if parts[:2] == ["sobjects", "Account"] and len(parts) == 3 and method in ("PATCH", "GET"):
+            return self._account(method, parts[2], json.loads(body) if body else {})
         if parts[:2] != ["sobjects", "Task"]:
             return self._send(404, _err("NOT_FOUND", f"The requested resource does not exist: {path}"))
         data = json.loads(body) if body else {}
@@ -322,6 +328,24 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if created:
             return self._send(201, {"id": tid, "success": True, "errors": [], "created": True})
+        return self._send(204)
+
+    def _account(self, method: str, account_id: str, data: dict[str, Any]) -> None:
+        """PATCH /sobjects/Account/<id> (the score write-back): 204, 404 for an unknown
+        account, 400 MALFORMED_ID / INVALID_FIELD."""
+        stub = self.stub
+        if not re.match(r"^[A-Za-z0-9]{15}([A-Za-z0-9]{3})?$", account_id):
+            return self._send(400, _err("MALFORMED_ID", f"Account ID: id value of incorrect type: {account_id}", ["Id"]))
+        if stub.accounts is not None and account_id not in stub.accounts:
+            return self._send(404, _err("NOT_FOUND", "The requested resource does not exist"))
+        if method == "GET":
+            return self._send(200, {"Id": account_id, **stub.account_fields.get(account_id, {})})
+        unknown = [k for k in data if k not in ACCOUNT_FIELDS]
+        if unknown:
+            return self._send(400, _err("INVALID_FIELD", f"No such column '{unknown[0]}' on sobject of type Account"))
+        with stub._lock:
+            stub.account_fields.setdefault(account_id, {}).update(data)
+            stub.account_patches += 1
         return self._send(204)
 
     def _query(self, q: str) -> None:
