@@ -139,12 +139,43 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(format_report(backtest))
+    _print_alert_precision(result.tables.get("outcomes"))
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(backtest.to_dict(), indent=2) + "\n", encoding="utf-8")
         print(f"wrote {out}")
     return 0
+
+
+def _print_alert_precision(outcomes) -> None:  # noqa: ANN001 - a Polars frame or None
+    """Alerts stored by `python -m health run`: did they come before churned renewals
+    or renewed ones? Silent when no alerts have been stored yet."""
+    from health.alerts import AlertStore, alert_precision, alerts_frame
+    from health.yaml_config import ConfigError
+    from sources.writeback import load_crm_config, store_path
+
+    try:
+        path = store_path(load_crm_config())
+    except (ConfigError, OSError):
+        return
+    if outcomes is None or not path.exists():
+        return
+    alerts = alerts_frame(AlertStore(path))
+    if alerts.is_empty():
+        return
+    import polars as pl
+
+    table = alert_precision(alerts, outcomes)
+    if table.is_empty():
+        print(
+            "\nAlert precision: no past renewal falls within the days alerts have run. Backfill past "
+            "days with `python -m health run --no-send --as-of YYYY-MM-DD` to judge the alert rules."
+        )
+        return
+    print("\nAlerts stored by `python -m health run` — before bad renewals vs the others (180 days before):")
+    with pl.Config(tbl_width_chars=140, float_precision=2, tbl_hide_dataframe_shape=True):
+        print(table)
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
