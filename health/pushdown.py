@@ -476,3 +476,31 @@ def state_provider(run: Callable[[Any], pl.DataFrame], sources: Mapping[str, Sql
         return out
 
     return states
+
+
+# ------------------------------------------------------------ columns a model reads
+
+
+def columns_needed(model: HealthModel) -> dict[str, set[str]]:
+    """Per event table, the columns the model's signals read beyond the canonical ones a
+    source always reads: those named in `where` conditions and as `value`. A warehouse
+    source reads them too (`SqlSource.load(extra_columns=columns_needed(model))`), and
+    nothing else."""
+    out: dict[str, set[str]] = {}
+
+    def note(table: str | None, where: str | None, value: str | None) -> None:
+        if table is None or table == "accounts":
+            return
+        cols = out.setdefault(table, set())
+        if where:
+            cols.update(c.name for c in translate_condition(where).find_all(exp.Column))
+        if value:
+            cols.add(value)
+
+    for sig in model.signals.values():
+        note(sig.table, sig.where, sig.value)
+        for op in (sig.numerator, sig.denominator):
+            if op is not None and op.column is None:
+                note(op.table or sig.table, op.where, op.value)
+    canonical = {t: {c.name for c in TABLES[t].columns} for t in TABLES}
+    return {t: cols - canonical[t] for t, cols in out.items() if cols - canonical[t]}

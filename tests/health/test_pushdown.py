@@ -225,7 +225,7 @@ def books(draw):
     tickets = pl.DataFrame(
         [(f"t{i}", a, dt.datetime.combine(BASE + dt.timedelta(days=d), dt.time(h)), p, e, s,
           None if c is None else dt.datetime.combine(BASE + dt.timedelta(days=d + c), dt.time((h + 5) % 24)))
-         for i, ((a, d, h, p, e, s), c) in enumerate(zip(ticket_rows, closes))],
+         for i, ((a, d, h, p, e, s), c) in enumerate(zip(ticket_rows, closes, strict=True))],
         schema={"ticket_id": pl.String, "account_id": pl.String, "opened_at": pl.Datetime("us"),
                 "priority": pl.String, "escalated": pl.Boolean, "sentiment": pl.Float64,
                 "closed_at": pl.Datetime("us")},

@@ -269,3 +269,31 @@ def test_postgres_source_pushes_the_rollups_down(pg_book, book, monkeypatch):
         both = pl.DataFrame({"a": polars[s], "b": pushed[s]})
         assert (both["a"].is_null() == both["b"].is_null()).all(), s
         assert ((both["a"] - both["b"]).abs() <= 1e-9 * both["a"].abs().clip(lower_bound=1.0)).all(), s
+
+
+def test_extra_columns_the_model_reads_are_read_without_keep(tmp_path, monkeypatch):
+    from health.model import HealthModel, Segment, Signal, Tiers
+    from health.pushdown import columns_needed
+
+    db = tmp_path / "x.db"
+    con = sqlite3.connect(db)
+    con.executescript(
+        """
+        CREATE TABLE accounts (account_id TEXT, name TEXT, segment TEXT, owner TEXT, arr REAL, renewal_date TEXT);
+        INSERT INTO accounts VALUES ('A1', 'Acme', 'smb', 'Ann', 10, '2027-01-01');
+        CREATE TABLE usage (account_id TEXT, date TEXT, metric TEXT, value REAL, plan_code TEXT, env TEXT);
+        INSERT INTO usage VALUES ('A1', '2026-11-01', 'active_users', 5, 'p1', 'prod');
+        """
+    )
+    con.commit()
+    con.close()
+    model = HealthModel(
+        signals={"u": Signal(label="u", table="usage", metric="active_users", measure="sum", window="7d",
+                             where="plan_code = 'p1'", score=[[0, 0], [1, 100]])},
+        segments={"default": Segment(weights={"u": 1})}, tiers=Tiers(at_risk=40, watch=70),
+    )
+    assert columns_needed(model) == {"usage": {"plan_code"}}
+    monkeypatch.setenv("CHI_TEST_SQL_URL", f"sqlite:///{db}")
+    result = source().load(extra_columns=columns_needed(model))
+    assert result.ok, [str(p) for p in result.problems]
+    assert result.tables["usage"].columns == ["account_id", "date", "metric", "value", "plan_code"]  # not env
