@@ -88,12 +88,14 @@ st.subheader("Health score, last 52 weeks")
 segment = cur["health_segment"] if cur else (view.history["health_segment"][-1] if view.history.height else None)
 tiers = book.model.segment_tiers(segment) if segment in book.model.segments else book.model.tiers
 changes = data.model_changes()
-st.plotly_chart(charts.score_history(view.history, tiers, x_range, changes), key="score_history")
+stored = alerts.stored_scores(account_id)
+st.plotly_chart(charts.score_history(view.history, tiers, x_range, changes, stored), key="score_history")
 st.caption(
     f"Bands: the tier thresholds of the “{segment}” segment in the health model "
-    f"(at risk below {tiers.at_risk:g}, watch below {tiers.watch:g}). Past weeks are scored with "
+    f"(at risk below {tiers.at_risk:g}, watch below {tiers.watch:g}). The line scores past weeks with "
     f"today's model ({book.model_hash})"
-    + ("; dotted lines mark when the published model changed." if changes else ".")
+    + ("; dotted lines mark when the published model changed" if changes else "")
+    + ("; ◇ the score the daily run stored on the day, with the model in force then." if stored.height else ".")
 )
 
 # ---- What drives the score --------------------------------------------------------------------

@@ -29,3 +29,12 @@ def account_rows(account_id: str) -> pl.DataFrame | None:
         return alert_timeline(get_alert_store(), account_id)
     except Exception:  # noqa: BLE001 - a missing / broken store must not break the account page
         return None
+
+
+def stored_scores(account_id: str) -> pl.DataFrame:
+    """The scores the daily run stored for this account (as scored on the day, with the
+    model then in force); empty when there are none or the store cannot be opened."""
+    try:
+        return get_alert_store().snapshots(account_id).sort("as_of")
+    except Exception:  # noqa: BLE001 - the chart simply goes without them
+        return pl.DataFrame()

@@ -40,6 +40,7 @@ def score_history(
     tiers: Tiers,
     x_range: tuple[dt.date, dt.date],
     model_changes: list[tuple[dt.date, str]] = (),  # type: ignore[assignment]
+    stored: pl.DataFrame | None = None,
 ) -> go.Figure:
     """The weekly score with the segment's tier bands shaded behind it, and a dotted line
     where the published model changed (so a model change is not read as the customer's)."""
@@ -78,6 +79,21 @@ def score_history(
                 customdata=[[TIER_LABELS.get(t, t), r or ""] for t, r in zip(tiers_col, h["rule"].to_list() if "rule" in h.columns else [None] * h.height)],
                 hovertemplate="Week of %{x|%d %b %Y}<br>Score %{y:.0f} — %{customdata[0]}<br>%{customdata[1]}<extra></extra>",
                 name="Health score",
+            )
+        )
+    if stored is not None and not stored.is_empty():
+        # What the daily run stored on the day, with the model then in force: where it
+        # differs from the line, the model changed, not the customer.
+        s = stored.sort(AS_OF)
+        fig.add_trace(
+            go.Scatter(
+                x=s[AS_OF].to_list(),
+                y=s["score"].to_list(),
+                mode="markers",
+                marker=dict(symbol="diamond-open", size=9, color="#5f6b7a"),
+                customdata=[[TIER_LABELS.get(t, t), h] for t, h in zip(s["tier"].to_list(), s["model_hash"].to_list())],
+                hovertemplate="Stored on %{x|%d %b %Y}: %{y:.0f} — %{customdata[0]}<br>model %{customdata[1]}<extra></extra>",
+                name="As scored on the day",
             )
         )
     fig.update_yaxes(range=[0, 100], title="Health score", fixedrange=True)

@@ -5,6 +5,8 @@ channel that fails, and a run report recorded."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 
 import polars as pl
@@ -120,3 +122,22 @@ def test_account_timeline_has_an_alerts_lane(seeded):
     # an account without alerts has no such lane
     other = open_page("app_pages/account.py", {"account": "ACC-00006"})
     assert "Alerts" not in set(pl.from_pandas(other.dataframe[1].value)["Source"])
+
+
+def test_the_score_the_daily_run_stored_is_drawn_on_the_account_chart(book):
+    """The stored history shows for past weeks where a run stored one (◇ markers), next to
+    the line recomputed with today's model."""
+    store = AlertStore(os.environ["CHI_STATE_DB"])
+    try:
+        past = book.as_of - dt.timedelta(days=14)
+        row = book.history.filter((pl.col("account_id") == CARLOS_ACC) & (pl.col("as_of") == past))
+        store.store_snapshot(row.with_columns(pl.lit(12.0).alias("score")), past, "oldmodel01")
+    finally:
+        store.close()
+    at = open_page("app_pages/account.py", {"account": CARLOS_ACC})
+    assert not at.exception
+    fig = next(c for c in at.get("plotly_chart") if "As scored on the day" in c.proto.spec)
+    spec = json.loads(fig.proto.spec)
+    stored = next(t for t in spec["data"] if t.get("name") == "As scored on the day")
+    assert stored["y"] == [12.0] and stored["customdata"][0][1] == "oldmodel01"
+    assert "the score the daily run stored on the day" in texts(at)

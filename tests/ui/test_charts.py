@@ -34,3 +34,13 @@ def test_model_changes_inside_the_range_are_marked():
 def test_no_model_changes_no_markers():
     fig = score_history(_history(), Tiers(at_risk=40, watch=70), (D(2026, 1, 1), D(2026, 3, 31)))
     assert not [s for s in fig.layout.shapes if s.type == "line"]
+
+
+def test_stored_daily_scores_are_drawn_next_to_the_recomputed_line():
+    stored = pl.DataFrame(
+        {"as_of": [D(2026, 2, 2)], "score": [55.0], "tier": ["at_risk"], "model_hash": ["abc123"]}
+    )
+    fig = score_history(_history(), Tiers(at_risk=40, watch=70), (D(2026, 1, 1), D(2026, 3, 31)), stored=stored)
+    names = [t.name for t in fig.data]
+    assert names == ["Health score", "As scored on the day"]
+    assert list(fig.data[1].y) == [55.0] and fig.data[1].customdata[0][1] == "abc123"
