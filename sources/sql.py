@@ -447,13 +447,25 @@ class SqlSource:
         of `tables` (default: every event table) run in this database over `conn`."""
         from health.pushdown import provider, sqlalchemy_runner
 
+        self._check_pushdown()
         return provider(sqlalchemy_runner(conn, self.dialect()), self.sql_tables(conn), tables)
+
+    def _check_pushdown(self) -> None:
+        from health.pushdown import DIALECTS, PushdownError
+
+        if self.dialect() not in DIALECTS:
+            raise PushdownError(
+                f"Source {self.name!r} is a {self.dialect()} database; the roll-ups are pushed down to "
+                f"{', '.join(DIALECTS)} only. Compute the features in Polars for this source (load it "
+                f"without `skip=` and call compute_features without providers)."
+            )
 
     def state_provider(self, conn: Any, tables: tuple[str, ...] | None = None) -> Any:
         """A `state_provider` for `compute_features`: latest / days_since / open_count /
         open_max_age / max_days_overdue computed in this database over `conn`."""
         from health.pushdown import sqlalchemy_runner, state_provider
 
+        self._check_pushdown()
         return state_provider(sqlalchemy_runner(conn, self.dialect()), self.sql_tables(conn), tables)
 
     def _table_problem(self, conn: Any, table: str, label: str, exc: BaseException) -> Problem:

@@ -297,3 +297,12 @@ def test_extra_columns_the_model_reads_are_read_without_keep(tmp_path, monkeypat
     result = source().load(extra_columns=columns_needed(model))
     assert result.ok, [str(p) for p in result.problems]
     assert result.tables["usage"].columns == ["account_id", "date", "metric", "value", "plan_code"]  # not env
+
+
+def test_pushdown_refused_clearly_for_a_dialect_it_does_not_render(tmp_path, monkeypatch):
+    from health.pushdown import PushdownError
+
+    monkeypatch.setenv("CHI_TEST_SQL_URL", f"sqlite:///{tmp_path / 'x.db'}")
+    src = source()
+    with src.engine().connect() as conn, pytest.raises(PushdownError, match="sqlite database"):
+        src.rollup_provider(conn)
