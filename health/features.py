@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from functools import reduce
 from typing import Callable, Mapping, NamedTuple, Sequence
 
+import numpy as np
 import polars as pl
 
 from health.model import HealthModel, Operand, Signal, parse_days
@@ -342,11 +343,17 @@ def compute_features(
         parts, exprs = _table_features(frame, tplan, grid, binned)
         rollups.extend(parts)
         finish.extend(exprs)
+    spent: list[str] = []
     if stream_rollups and rollups:
         # The roll-ups read the raw tables (hundreds of millions of usage rows at scale):
-        # run them on the streaming engine, all at once, and keep only their small results.
-        rollups = [df.lazy() for df in pl.collect_all(rollups, engine="streaming")]
-    if rollups:
+        # run them on the streaming engine, all at once, and keep only their small results,
+        # then place each value at its row of the grid directly (row id = position), which
+        # costs a fraction of a join of millions of rows.
+        dense = _scatter(pl.collect_all(rollups, engine="streaming"), grid.n_keys * grid.n_dates)
+        spent = dense.columns
+        wide = pl.concat([wide.collect(), dense], how="horizontal").lazy()
+        del dense
+    elif rollups:
         # One join instead of one per roll-up: each roll-up has its own columns and at
         # most one row per grid row, so stacking them and taking the max per row merges.
         # Both sides sorted on the row id: a merge join that keeps the grid's order.
@@ -354,10 +361,10 @@ def compute_features(
         wide = wide.with_columns(pl.col(ROW).set_sorted()).join(
             merged.with_columns(pl.col(ROW).set_sorted()), on=ROW, how="left", maintain_order="left"
         )
+        spent = [c for part in rollups for c in part.collect_schema() if c != ROW]
     if finish:
         wide = wide.with_columns(finish)
     # The roll-up columns have served; copying them through the filter would not.
-    spent = [c for part in rollups for c in part.collect_schema() if c != ROW]
     wide = _active_only(wide.drop(spent).filter(pl.col("_is_as_of")), acc_schema)
 
     raw_exprs = []
@@ -372,6 +379,34 @@ def compute_features(
     wide = wide.with_columns(raw_exprs)
     internal = [c for c in wide.collect_schema() if c.startswith("_")]
     return wide.drop(internal)
+
+
+def _scatter(parts: Sequence[pl.DataFrame], n_rows: int) -> pl.DataFrame:
+    """Sparse roll-ups (a row id and value columns each) as dense columns of `n_rows`,
+    null where a row has no value. The grid's row id is its position, so this is an
+    index assignment, not a join."""
+    columns: list[pl.Series] = []
+    for part in parts:
+        at = part[ROW].to_numpy()
+        for name in part.columns:
+            if name == ROW:
+                continue
+            values = part[name]
+            dtype = values.dtype
+            if dtype == pl.Float64 or dtype.is_integer() or dtype == pl.Date:
+                # Integers and days as float64 are exact (|x| < 2**53); NaN marks "no value".
+                dense = np.full(n_rows, np.nan)
+                dense[at] = values.to_physical().cast(pl.Float64).to_numpy()
+                series = pl.Series(name, dense, nan_to_null=True)
+                del dense
+                if dtype == pl.Date:
+                    series = series.cast(pl.Int32).cast(pl.Date)
+                elif dtype != pl.Float64:
+                    series = series.cast(dtype)
+            else:
+                raise TypeError(f"roll-up column {name} has type {dtype}; expected a number or a date")
+            columns.append(series)
+    return pl.DataFrame(columns)
 
 
 def _empty_columns(tplan: _TablePlan) -> list[pl.Expr]:

@@ -191,3 +191,19 @@ def test_scoring_a_subset_of_signals_skips_rules_on_the_others(tiny):
     assert only_nps["rule"].null_count() == only_nps.height
     with_overdue = score(tiny, m, T, signals=["nps", "overdue"])
     assert with_overdue.filter(pl.col("account_id") == "A1")["rule"].item() == "Very overdue"
+
+
+def test_lean_history_plus_derive_equals_the_full_frame(tiny):
+    from polars.testing import assert_frame_equal
+
+    from health.scoring import derive, score_lazy
+
+    m = model()
+    dates = [T - dt.timedelta(days=7 * k) for k in range(4, -1, -1)]
+    full = score_lazy(tiny, m, dates).collect().sort("account_id", "as_of")
+    lean = score_lazy(tiny, m, dates, lean=True).collect().sort("account_id", "as_of")
+    assert not any(c.endswith(("__weight", "__lost")) for c in lean.columns)
+    back = derive(lean, m)
+    shared = [c for c in full.columns if c in back.columns]
+    assert set(full.columns) - set(shared) <= {"name", "owner", "seats"}  # display-only account columns
+    assert_frame_equal(back.select(shared), full.select(shared))
