@@ -17,6 +17,7 @@ pages = [
     st.Page("app_pages/actions.py", title="Actions & approvals", icon=":material/task_alt:", url_path="actions"),
     st.Page("app_pages/alerts.py", title="Alerts", icon=":material/notifications:", url_path="alerts"),
     st.Page("app_pages/model.py", title="Health model", icon=":material/tune:", url_path="model"),
+    st.Page("app_pages/sources.py", title="Sources & uploads", icon=":material/upload_file:", url_path="sources"),
 ]
 page = st.navigation(pages)
 style()

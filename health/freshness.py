@@ -13,6 +13,7 @@ a page can tell "this account went quiet" from "the feed stopped for everyone".
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Mapping
 
 import polars as pl
@@ -163,3 +164,35 @@ def account_freshness(
             how="left",
         )
     return out
+
+
+_LATENCY_UNITS = {"d": 1, "w": 7}
+
+
+def parse_latency(value: int | str | None) -> int | None:
+    """An expected latency as whole days: 3 / "3" / "3d" / "2w" / "36h" (rounded up to
+    days); None / "none" / "never" for a table that has no threshold. Raises ValueError
+    with the accepted forms otherwise."""
+    if value is None or isinstance(value, bool):
+        if value is None:
+            return None
+        raise ValueError(f"{value!r} is not a latency; write it like 2d, 3w or 36h")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{value!r} is negative; write a latency like 2d, 3w or 36h")
+        return value
+    text = str(value).strip().lower()
+    if text in ("none", "never", "off"):
+        return None
+    m = re.fullmatch(r"(\d+)\s*([dwh]?)", text)
+    if not m:
+        raise ValueError(f"{value!r} is not a latency; write it like 2d, 3w or 36h (or none)")
+    n, unit = int(m.group(1)), m.group(2) or "d"
+    if unit == "h":
+        return -(-n // 24)
+    return n * _LATENCY_UNITS[unit]
+
+
+def expected_latencies(overrides: Mapping[str, int | None] | None = None) -> dict[str, int | None]:
+    """The staleness threshold per table: the defaults with `overrides` (in days) applied."""
+    return {**STALE_AFTER_DAYS, **(overrides or {})}

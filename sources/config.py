@@ -47,6 +47,10 @@ class SourcesConfig(BaseModel):
 
     active: str = DEFAULT_SOURCE
     sources: dict[str, SourceEntry] = Field(default_factory=dict)
+    expected_latency: dict[str, int | str | None] = Field(default_factory=dict)
+    """Optional, per canonical table: how late its latest record may be before the feed
+    counts as stale (`{usage: 2d, invoices: 35d}`); the other tables keep the defaults of
+    `health.freshness.STALE_AFTER_DAYS`."""
 
     _path: Path | None = PrivateAttr(default=None)
     _doc: Any = PrivateAttr(default=None)
@@ -143,6 +147,7 @@ def load_sources_config(path: Path) -> SourcesConfig:
         raise SourceConfigError(f"{_at(path, _line_of(doc, loc))}: {msg}. Fix it in {path.name}.") from None
     cfg._path = path
     cfg._doc = doc
+    _check_latency(cfg, path, doc)
     if cfg.sources and cfg.active not in cfg.sources:
         guess = did_you_mean(cfg.active, list(cfg.sources))
         raise SourceConfigError(
@@ -151,6 +156,36 @@ def load_sources_config(path: Path) -> SourcesConfig:
             + f" The sources are: {', '.join(cfg.sources)}."
         )
     return cfg
+
+
+def _check_latency(cfg: SourcesConfig, path: Path, doc: Any) -> None:
+    from health.freshness import parse_latency
+    from health.schema import TABLES
+
+    for table, value in cfg.expected_latency.items():
+        line = _line_of(doc, ("expected_latency", table))
+        if table not in TABLES:
+            guess = did_you_mean(table, list(TABLES))
+            raise SourceConfigError(
+                f"{_at(path, line)}: `expected_latency` names {table!r}, which is not a canonical table"
+                + (f" — did you mean {guess!r}?" if guess else "") + f" The tables are: {', '.join(TABLES)}."
+            )
+        try:
+            parse_latency(value)
+        except ValueError as exc:
+            raise SourceConfigError(f"{_at(path, line)}: `expected_latency` for {table!r}: {exc}. Fix it in {path.name}.") from None
+
+
+def expected_latency(path: Path) -> dict[str, int | None]:
+    """The staleness threshold (days) per table: the defaults, with `expected_latency:` from
+    the sources file applied. No file: the defaults. Raises SourceConfigError on mistakes."""
+    from health.freshness import expected_latencies, parse_latency
+
+    path = Path(path)
+    if not path.exists():
+        return expected_latencies()
+    cfg = load_sources_config(path)
+    return expected_latencies({t: parse_latency(v) for t, v in cfg.expected_latency.items()})
 
 
 def _known_kinds() -> list[str]:

@@ -29,7 +29,7 @@ import streamlit as st
 from health.explain import breakdown
 from health.features import AS_OF
 from health.freshness import account_freshness, freshness
-from health.loading import LoadResult
+from health.loading import LoadResult, Problem
 from health.model_loader import LoadedModel, ModelError, load_model
 from health.scoring import default_as_of, score_history
 from health.timeline import account_timeline, usage_series
@@ -43,6 +43,8 @@ CONFIG_ENV = "CHI_SOURCES_FILE"
 """Environment variable: another sources.yaml (default config/sources.yaml)."""
 MODEL_ENV = "CHI_MODEL"
 """Environment variable: another health model file (default weights.yaml)."""
+UPLOADS_ENV = "CHI_UPLOADS_DIR"
+"""Environment variable: another folder for accepted uploads (default data/uploads)."""
 USER_ENV = "CHI_USER"
 """Environment variable: who "my accounts" means when nobody is signed in (email or name)."""
 HISTORY_WEEKS = 52
@@ -55,6 +57,10 @@ def config_path() -> Path:
 
 def model_path() -> Path:
     return Path(os.environ.get(MODEL_ENV) or ROOT / "weights.yaml")
+
+
+def uploads_dir() -> Path:
+    return Path(os.environ.get(UPLOADS_ENV) or ROOT / "data" / "uploads")
 
 
 # ---------------------------------------------------------------------------------------
@@ -97,9 +103,28 @@ def _as_of(_tables: dict[str, pl.DataFrame], key: str) -> dt.date:
     return default_as_of(_tables)
 
 
+@st.cache_resource(ttl=TTL, show_spinner=False)
+def _with_uploads(_result: LoadResult, key: str, uploads_fingerprint: str) -> LoadResult:
+    from health.uploads import list_uploads, merge
+
+    return merge(_result, list_uploads(uploads_dir()))
+
+
 @st.cache_data(ttl=TTL, show_spinner=False)
-def _freshness(_tables: dict[str, pl.DataFrame], source_key: str, today: dt.date) -> pl.DataFrame:
-    return freshness(_tables, today)
+def _freshness(_tables: dict[str, pl.DataFrame], source_key: str, today: dt.date, stale_after: tuple = ()) -> pl.DataFrame:
+    return freshness(_tables, today, dict(stale_after) or None)
+
+
+def expected_latency() -> dict[str, int | None]:
+    """Days after which each table counts as stale (`expected_latency:` in sources.yaml)."""
+    from sources.config import expected_latency as read_latency
+
+    try:
+        return read_latency(config_path())
+    except SourceConfigError:
+        from health.freshness import expected_latencies
+
+        return expected_latencies()
 
 
 # ---------------------------------------------------------------------------------------
@@ -172,6 +197,16 @@ def load_book() -> Book | Broken:
         result = _load(source, load_key)
     except Exception as exc:  # an adapter failing outright: say so, no traceback
         return Broken(f"Could not load the source '{name}'", f"{type(exc).__name__}: {exc}", name, text)
+    try:
+        from health.uploads import fingerprint
+
+        up_key = fingerprint(uploads_dir())
+        result = _with_uploads(result, f"{load_key}@{result.loaded_at.isoformat()}", up_key)  # accepted uploads join in
+        load_key = f"{load_key}|uploads {up_key}"
+    except Exception as exc:  # noqa: BLE001 - an unreadable uploads folder must not hide the source
+        note = Problem("(uploads)", None, "uploads_unreadable", f"The accepted uploads in {uploads_dir()} could not "
+                       f"be read ({exc}); the source was loaded without them.", severity="warning")
+        result = LoadResult(result.source, result.tables, result.rejected, [*result.problems, note], result.loaded_at)
     accounts = result.tables.get("accounts")
     if accounts is None or accounts.is_empty():
         return Broken(
@@ -197,13 +232,13 @@ def load_book() -> Book | Broken:
     history = _history(result.tables, loaded.model, key, loaded.hash, as_of, HISTORY_WEEKS)
     summary = _summary(history, loaded.model, key, loaded.hash, as_of)
     rows = _rows(summary, key, loaded.hash, as_of)
-    fresh = _freshness(result.tables, key, dt.date.today())
+    fresh = _freshness(result.tables, key, dt.date.today(), tuple(sorted(expected_latency().items())))
     return Book(name, text, result, loaded, as_of, history, summary, rows, fresh, key)
 
 
 def reload() -> None:
     """Forget every cached load, score and view: the next run reads the source again."""
-    for fn in (_source, _load, _model, _as_of, _history, _summary, _rows, _freshness, _account_view):
+    for fn in (_source, _load, _with_uploads, _model, _as_of, _history, _summary, _rows, _freshness, _account_view):
         fn.clear()
 
 

@@ -60,7 +60,14 @@ def sidebar() -> None:
                 state = " · :orange[stale]" if r["stale"] else " · :green[fresh]" if r["stale"] is False else ""
                 lines.append(f"{name}: {r['latest']:%d %b %Y}{state}")
             st.markdown("  \n".join(lines))
-            st.caption("Latest record per table. Stale: older than the feed's expected delay (usage 3 days, tickets 7, ...).")
+            limits = [
+                f"{TABLE_LABELS.get(r['table'], r['table'])} {r['stale_after_days']} d"
+                for r in fresh.iter_rows(named=True) if r["stale_after_days"] is not None
+            ]
+            st.caption(
+                "Latest record per table. Stale: older than the feed's expected delay ("
+                + (", ".join(limits) or "none set") + "; `expected_latency:` in config/sources.yaml)."
+            )
         if book.result.errors:
             st.warning(f"{len(book.result.errors)} data problem(s) in this source")
         loaded = book.result.loaded_at
