@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 import polars as pl  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from health.worklist import ME, Filters, apply_filters, headline, to_csv  # noqa: E402
+from health.worklist import Filters, apply_filters, headline, to_csv  # noqa: E402
 from sources.sample import ensure_sample  # noqa: E402
 
 APP = str(ROOT / "app.py")

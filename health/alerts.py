@@ -59,7 +59,7 @@ from health.notify import (
     alert_notice,
     digest_notice,
 )
-from health.yaml_config import EMAIL, ConfigError, did_you_mean, parse_yaml, plain, read_text
+from health.yaml_config import EMAIL, did_you_mean, parse_yaml, plain, read_text
 
 UTC = dt.timezone.utc
 ROUTES: tuple[str, ...] = ("owner", "manager", "segment")

@@ -10,16 +10,15 @@ the file is ever evaluated as Python.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import polars as pl
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
@@ -33,6 +32,7 @@ from health.model import (
     Trajectory,
 )
 from health.schema import TABLES
+from health.yaml_config import Collector, ModelIssue, _fmt_path, _Locator, _plain, did_you_mean  # noqa: F401
 
 EXTRA_TYPES: dict[str, pl.DataType] = {
     "string": pl.String(),
@@ -47,20 +47,6 @@ RESULT_COLUMNS: dict[str, pl.DataType] = {
     "health_segment": pl.String(),
 }
 ALLOWED_TEMPLATE_FIELDS = {"value", "label"}
-
-
-@dataclass(frozen=True)
-class ModelIssue:
-    file: str
-    line: int | None
-    path: str
-    message: str
-    severity: str = "error"
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        sev = "" if self.severity == "error" else f"{self.severity}: "
-        return f"{where}: {sev}{self.path}: {self.message}" if self.path else f"{where}: {sev}{self.message}"
 
 
 class ModelError(ValueError):
@@ -88,96 +74,6 @@ class LoadedModel:
 
 def model_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-
-
-def did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
-    return f" — did you mean '{close[0]}'?" if close else ""
-
-
-class _Locator:
-    """Maps a path of keys / indices in the YAML document to a 1-based line number."""
-
-    def __init__(self, doc: Any):
-        self.doc = doc
-
-    def line(self, path: tuple[Any, ...]) -> int | None:
-        node = self.doc
-        line: int | None = None
-        for part in path:
-            lc = getattr(node, "lc", None)
-            if lc is None:
-                break
-            try:
-                if isinstance(node, dict) and part in node:
-                    line = lc.key(part)[0] + 1
-                    node = node[part]
-                elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-                    line = lc.item(part)[0] + 1
-                    node = node[part]
-                else:
-                    break
-            except (KeyError, IndexError, TypeError):
-                break
-        if line is None and hasattr(self.doc, "lc"):
-            return None
-        return line
-
-
-def _fmt_path(path: tuple[Any, ...]) -> str:
-    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in path).replace(".[", "[")
-
-
-class _Collector:
-    def __init__(self, file: str, locator: _Locator):
-        self.file = file
-        self.locator = locator
-        self.issues: list[ModelIssue] = []
-
-    def add(self, path: tuple[Any, ...], message: str, severity: str = "error") -> None:
-        self.issues.append(
-            ModelIssue(self.file, self.locator.line(path), _fmt_path(path), message, severity)
-        )
-
-    def pydantic(self, base: tuple[Any, ...], exc: ValidationError, cls: type[BaseModel]) -> None:
-        for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
-            path = base + loc
-            kind = err["type"]
-            if kind == "extra_forbidden":
-                owner = _model_at(cls, loc[:-1])
-                allowed = sorted(owner.model_fields) if owner else []
-                msg = f"unknown key '{loc[-1]}'{did_you_mean(loc[-1], allowed)}"
-                if allowed:
-                    msg += f" (allowed: {', '.join(allowed)})"
-            elif kind == "missing":
-                msg = f"required key '{loc[-1]}' is missing"
-            elif kind in ("literal_error", "enum"):
-                expected = re.findall(r"'([^']*)'", err.get("ctx", {}).get("expected", ""))
-                msg = f"'{err.get('input')}' is not allowed{did_you_mean(err.get('input'), expected)}; " + (
-                    f"use one of: {', '.join(expected)}"
-                )
-            else:
-                msg = err["msg"].removeprefix("Value error, ")
-            self.add(path, msg)
-
-
-def _model_at(cls: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The pydantic model class that owns the keys at `loc` (for did-you-mean on keys)."""
-    nested = {
-        (Signal, "numerator"): Operand,
-        (Signal, "denominator"): Operand,
-        (Segment, "tiers"): Tiers,
-    }
-    current: type[BaseModel] = cls
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        nxt = nested.get((current, part))
-        if nxt is None:
-            return None if part in current.model_fields else current
-        current = nxt
-    return current
 
 
 def _schema_for(table: str, model_extra: dict[str, dict[str, str]]) -> dict[str, pl.DataType]:
@@ -221,7 +117,7 @@ def parse_model(text: str, file: str = "weights.yaml") -> LoadedModel:
         raise ModelError([ModelIssue(file, line, "", f"not valid YAML: {exc.problem or exc}")]) from None
     except YAMLError as exc:  # e.g. a control character the reader refuses
         raise ModelError([ModelIssue(file, None, "", f"not valid YAML: {exc}")]) from None
-    col = _Collector(file, _Locator(doc))
+    col = Collector(file, _Locator(doc), "the health model")
     if not isinstance(doc, dict):
         col.add((), "the model must be a mapping with signals, segments and tiers")
         raise ModelError(col.issues)
@@ -235,11 +131,11 @@ def parse_model(text: str, file: str = "weights.yaml") -> LoadedModel:
         if key not in data:
             col.add((), f"the section '{key}' is missing")
 
-    signals = _each(col, ("signals",), data.get("signals"), Signal)
-    segments = _each(col, ("segments",), data.get("segments"), Segment)
-    rules = _each_list(col, ("rules",), data.get("rules"), Rule)
-    tiers = _one(col, ("tiers",), data.get("tiers"), Tiers) if "tiers" in data else None
-    traj = _one(col, ("trajectory",), data.get("trajectory", {}), Trajectory)
+    signals = col.each(("signals",), data.get("signals"), Signal)
+    segments = col.each(("segments",), data.get("segments"), Segment)
+    rules = col.each_item(("rules",), data.get("rules"), Rule)
+    tiers = col.one(("tiers",), data.get("tiers"), Tiers) if "tiers" in data else None
+    traj = col.one(("trajectory",), data.get("trajectory", {}), Trajectory)
     scalars: dict[str, Any] = {}
     placeholder = {"signals": {}, "segments": {}, "tiers": {"at_risk": 0, "watch": 1}}
     extra_raw = data.get("extra_columns")
@@ -297,52 +193,8 @@ def load_model(path: str | Path = "weights.yaml") -> LoadedModel:
     return parse_model(text, file=str(path))
 
 
-def _plain(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    return node
-
-
-def _one(col: _Collector, path: tuple[Any, ...], value: Any, cls: type[BaseModel]) -> Any:
-    try:
-        return cls.model_validate(value)
-    except ValidationError as exc:
-        col.pydantic(path, exc, cls)
-        return None
-
-
-def _each(col: _Collector, path: tuple[Any, ...], value: Any, cls: type[BaseModel]) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        col.add(path, f"'{path[-1]}' must be a mapping of name -> definition")
-        return {}
-    out = {}
-    for name, item in value.items():
-        parsed = _one(col, path + (name,), item, cls)
-        if parsed is not None:
-            out[str(name)] = parsed
-    return out
-
-
-def _each_list(col: _Collector, path: tuple[Any, ...], value: Any, cls: type[BaseModel]) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        col.add(path, f"'{path[-1]}' must be a list")
-        return []
-    out = []
-    for i, item in enumerate(value):
-        parsed = _one(col, path + (i,), item, cls)
-        if parsed is not None:
-            out.append(parsed)
-    return out
-
-
 def _cross_check(
-    col: _Collector,
+    col: Collector,
     data: dict[str, Any],
     signals: dict[str, Signal],
     segments: dict[str, Segment],
@@ -401,7 +253,7 @@ def _cross_check(
                 col.add(("trajectory", "key_signals", j), f"unknown signal '{s}'{did_you_mean(s, all_signal_names)}")
 
 
-def _check_signal(col: _Collector, base: tuple[Any, ...], sig: Signal, extra: dict[str, dict[str, str]]) -> None:
+def _check_signal(col: Collector, base: tuple[Any, ...], sig: Signal, extra: dict[str, dict[str, str]]) -> None:
     schema = _schema_for(sig.table, extra)
     accounts = _schema_for("accounts", extra)
     if sig.where is not None:
@@ -466,7 +318,7 @@ def _check_signal(col: _Collector, base: tuple[Any, ...], sig: Signal, extra: di
             )
 
 
-def _check_numeric(col: _Collector, path: tuple[Any, ...], name: str, schema: dict[str, pl.DataType], table: str) -> None:
+def _check_numeric(col: Collector, path: tuple[Any, ...], name: str, schema: dict[str, pl.DataType], table: str) -> None:
     if name not in schema:
         col.add(path, f"unknown column '{name}' in {table}{did_you_mean(name, schema)}")
     elif not (schema[name].is_numeric() or schema[name] == pl.Boolean()):

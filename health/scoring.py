@@ -30,7 +30,7 @@ SUFFIXES = ("score", "weight", "contribution", "lost")
 
 def piecewise(x: pl.Expr, points: Sequence[tuple[float, float]]) -> pl.Expr:
     """Piecewise-linear map through `points`, flat beyond the first and last point."""
-    (x0, y0), (xn, yn) = points[0], points[-1]
+    (x0, y0), (_, yn) = points[0], points[-1]
     chain = pl.when(x <= x0).then(pl.lit(float(y0)))
     for (xa, ya), (xb, yb) in zip(points, points[1:]):
         slope = (yb - ya) / (xb - xa)

@@ -6,19 +6,81 @@ alike)."""
 
 from __future__ import annotations
 
+import difflib
 import re
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, Iterable, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from health.model_loader import ModelIssue, _fmt_path, _Locator, _plain, did_you_mean
 
-__all__ = ["ConfigError", "Collector", "read_text", "parse_yaml", "ModelIssue", "did_you_mean"]
+__all__ = ["ModelIssue", "did_you_mean", "ConfigError", "Collector", "read_text", "parse_yaml", "ModelIssue", "did_you_mean"]
+
+
+@dataclass(frozen=True)
+class ModelIssue:
+    file: str
+    line: int | None
+    path: str
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        sev = "" if self.severity == "error" else f"{self.severity}: "
+        return f"{where}: {sev}{self.path}: {self.message}" if self.path else f"{where}: {sev}{self.message}"
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f" — did you mean '{close[0]}'?" if close else ""
+
+
+class _Locator:
+    """Maps a path of keys / indices in the YAML document to a 1-based line number."""
+
+    def __init__(self, doc: Any):
+        self.doc = doc
+
+    def line(self, path: tuple[Any, ...]) -> int | None:
+        node = self.doc
+        line: int | None = None
+        for part in path:
+            lc = getattr(node, "lc", None)
+            if lc is None:
+                break
+            try:
+                if isinstance(node, dict) and part in node:
+                    line = lc.key(part)[0] + 1
+                    node = node[part]
+                elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+                    line = lc.item(part)[0] + 1
+                    node = node[part]
+                else:
+                    break
+            except (KeyError, IndexError, TypeError):
+                break
+        if line is None and hasattr(self.doc, "lc"):
+            return None
+        return line
+
+
+def _fmt_path(path: tuple[Any, ...]) -> str:
+    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in path).replace(".[", "[")
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
 
 
 class ConfigError(ValueError):
@@ -166,6 +228,20 @@ class Collector:
             parsed = self.one(path + (name,), item, cls)
             if parsed is not None:
                 out[str(name)] = parsed
+        return out
+
+    def each_item(self, path: tuple[Any, ...], value: Any, cls: type[BaseModel]) -> list[Any]:
+        """Validate a list of definitions item by item."""
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.add(path, f"'{path[-1]}' must be a list")
+            return []
+        out = []
+        for i, item in enumerate(value):
+            parsed = self.one(path + (i,), item, cls)
+            if parsed is not None:
+                out.append(parsed)
         return out
 
     def top_level(self, data: Any, cls: type[BaseModel], required: tuple[str, ...]) -> bool:

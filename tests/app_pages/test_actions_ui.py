@@ -12,7 +12,6 @@ trusts the stub's test CA through REQUESTS_CA_BUNDLE, the way requests reads it.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import polars as pl
 import pytest

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 from tests.app_pages.conftest import figures, follow, grid, open_page, texts, titles
 
