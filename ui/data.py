@@ -115,16 +115,22 @@ def _freshness(_tables: dict[str, pl.DataFrame], source_key: str, today: dt.date
     return freshness(_tables, today, dict(stale_after) or None)
 
 
-def expected_latency() -> dict[str, int | None]:
-    """Days after which each table counts as stale (`expected_latency:` in sources.yaml)."""
+@st.cache_data(show_spinner=False)
+def _latency(config_file: str, mtime_ns: int) -> dict[str, int | None]:
     from sources.config import expected_latency as read_latency
 
     try:
-        return read_latency(config_path())
-    except SourceConfigError:
+        return read_latency(Path(config_file))
+    except SourceConfigError:  # the source itself reports a broken file
         from health.freshness import expected_latencies
 
         return expected_latencies()
+
+
+def expected_latency() -> dict[str, int | None]:
+    """Days after which each table counts as stale (`expected_latency:` in sources.yaml)."""
+    cfg = config_path()
+    return _latency(str(cfg), _mtime(cfg))
 
 
 # ---------------------------------------------------------------------------------------

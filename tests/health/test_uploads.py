@@ -165,3 +165,13 @@ def test_uploaded_accounts_are_merged_first_so_their_rows_count(tmp_path):
     assert not merged.errors
     assert "A3" in merged.tables["accounts"]["account_id"].to_list()
     assert "X1" in merged.tables["touchpoints"]["touchpoint_id"].to_list()
+
+
+def test_an_excel_file_without_fastexcel_says_what_to_install():
+    import importlib.util
+
+    if importlib.util.find_spec("fastexcel") is not None:
+        pytest.skip("fastexcel is installed: .xlsx files are read")
+    st = _stage(b"PK\x03\x04", filename="exec touchpoints.xlsx")
+    assert st.errors[0].kind == "unreadable_file"
+    assert "exec touchpoints.xlsx" in st.errors[0].message and "save the sheet as CSV" in st.errors[0].message
