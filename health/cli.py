@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 from health.model_loader import ModelError
@@ -67,6 +68,28 @@ def _load_for_scoring(args: argparse.Namespace):  # noqa: ANN202 - a tuple of en
     return loaded, result
 
 
+def _pushed_down(args: argparse.Namespace, stack: ExitStack):  # noqa: ANN202 - (loaded, result, provider)
+    """For a SQL source that pushes down (`pushdown: auto|on` in sources.yaml): load every
+    table but usage, and roll usage up in the database instead; else a plain load."""
+    from health.model_loader import load_model
+    from sources.config import build_active_source
+
+    source = build_active_source(Path(args.config), args.source)
+    if not (hasattr(source, "pushes_down") and source.pushes_down()):
+        return (*_load_for_scoring(args), None)
+    loaded = load_model(args.model)
+    result = source.load(skip=("usage",))
+    for problem in result.errors:
+        print(problem, file=sys.stderr)
+    if "accounts" not in result.tables:
+        raise SourceConfigError(
+            f"source {result.source!r} has no usable accounts table; run `python -m health sources check`."
+        )
+    conn = stack.enter_context(source.engine().connect())
+    print(f"usage is rolled up in the database ({source.dialect()}); the rest is scored here", file=sys.stderr)
+    return loaded, result, source.rollup_provider(conn, tables=("usage",))
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     import datetime as dt
 
@@ -77,14 +100,12 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
     if args.out and Path(args.out).suffix not in (".csv", ".parquet"):
         raise SourceConfigError(f"--out must end in .csv or .parquet, got {Path(args.out).name!r}")
-    loaded, result = _load_for_scoring(args)
-    as_of = dt.date.fromisoformat(args.as_of) if args.as_of else default_as_of(result.tables)
-    if args.history:
-        frame = score_history(result.tables, loaded.model, as_of, weeks=args.history)
-    else:
-        weeks = 12
-        history = score_history(result.tables, loaded.model, as_of, weeks=weeks)
-        frame = summarize(history, loaded.model, as_of).drop("spark")
+    with ExitStack() as stack:
+        loaded, result, provider = _pushed_down(args, stack)
+        as_of = dt.date.fromisoformat(args.as_of) if args.as_of else default_as_of(result.tables)
+        weeks = args.history or 12
+        history = score_history(result.tables, loaded.model, as_of, weeks=weeks, rollup_provider=provider)
+    frame = history if args.history else summarize(history, loaded.model, as_of).drop("spark")
     frame = frame.with_columns(pl.lit(loaded.hash).alias("model_version"))
     if args.out:
         out = Path(args.out)

@@ -133,19 +133,28 @@ class Rollup:
 
     def sql(self, dialect: str, paramstyle: str = "named") -> tuple[str, Any]:
         """The SQL text for `dialect` and its parameters, in the driver's `paramstyle`
-        (named :x, pyformat %(x)s, dollar $x, qmark ?, numeric :1, format %s)."""
+        (named :x, pyformat %(x)s, dollar $x, qmark ?, numeric :1, numeric_dollar $1 —
+        duckdb-engine's —, format %s)."""
         order: list[str] = []
+        unique: list[str] = []
 
         def swap(node: exp.Expression) -> exp.Expression:
             if isinstance(node, exp.Placeholder):
                 name = node.name
                 order.append(name)
+                if name not in unique:
+                    unique.append(name)
+                # $n reuses one number per name: a GROUP BY expression must read the same
+                # placeholder as its SELECT twin, or DuckDB cannot match them.
                 text = {"named": f":{name}", "pyformat": f"%({name})s", "dollar": f"${name}",
-                        "qmark": "?", "format": "%s", "numeric": f":{len(order)}"}[paramstyle]
+                        "qmark": "?", "format": "%s", "numeric": f":{len(order)}",
+                        "numeric_dollar": f"${unique.index(name) + 1}"}[paramstyle]
                 return exp.var(text)
             return node
 
         text = self.tree.transform(swap).sql(dialect=dialect)
+        if paramstyle == "numeric_dollar":
+            return text, [self.params[n] for n in unique]
         if paramstyle in ("qmark", "format", "numeric"):
             return text, [self.params[n] for n in order]
         return text, dict(self.params)

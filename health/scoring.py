@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 
 import polars as pl
 
-from health.features import AS_OF, Frame, compute_features
+from health.features import AS_OF, Frame, RollupProvider, compute_features
 from health.model import INSUFFICIENT, HealthModel, Signal
 
 SUFFIXES = ("score", "weight", "contribution", "lost")
@@ -188,12 +188,13 @@ def score_lazy(
     signals: Sequence[str] | None = None,
     lean: bool = False,
     stream_rollups: bool = False,
+    rollup_provider: "RollupProvider | None" = None,
 ) -> pl.LazyFrame:
     """`lean`: carry only the account columns the model reads, and leave out the columns
     that follow from the segment (`<signal>__weight`, `<signal>__lost`: see `derive`);
     `stream_rollups`: see `compute_features`."""
     columns = model_account_columns(model) if lean else None
-    features = compute_features(tables, model, as_of, signals, columns, stream_rollups)
+    features = compute_features(tables, model, as_of, signals, columns, stream_rollups, rollup_provider)
     scored = score_features(features, model, signals)
     if lean:
         names = list(signals) if signals is not None else list(model.signals)
@@ -241,15 +242,18 @@ def score_history(
     signals: Sequence[str] | None = None,
     streaming: bool = False,
     lean: bool = False,
+    rollup_provider: "RollupProvider | None" = None,
 ) -> pl.DataFrame:
     """Scores as of every week over `weeks` weeks ending on `end`, in one vectorised pass.
 
-    `streaming=True` runs the raw-table roll-ups on the streaming engine (large books).
+    `streaming=True` runs the raw-table roll-ups on the streaming engine (large books);
+    `rollup_provider` runs them elsewhere (in the database: `health.pushdown`).
 
     `lean=True` leaves out the account columns the model does not read (name, owner,
     ...) and the per-signal weights and points lost (`derive` puts them back for the rows
     one shows): a 100k-account, two-year history is then a third smaller."""
-    return score_lazy(tables, model, weekly_dates(end, weeks), signals, lean, stream_rollups=streaming).collect()
+    dates = weekly_dates(end, weeks)
+    return score_lazy(tables, model, dates, signals, lean, streaming, rollup_provider).collect()
 
 
 def default_as_of(tables: Mapping[str, Frame]) -> dt.date:

@@ -39,7 +39,7 @@ import re
 import tomllib
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
@@ -89,6 +89,8 @@ class SqlSettings(BaseModel):
     since: str | dt.date | None = None
     until: dt.date | None = None
     tables: dict[str, SqlTableSettings] = {}
+    pushdown: Literal["auto", "on", "off"] = "auto"
+    """Roll the usage table up in the database (`auto`: where the dialect is supported)."""
 
     @field_validator("since")
     @classmethod
@@ -449,6 +451,18 @@ class SqlSource:
 
         self._check_pushdown()
         return provider(sqlalchemy_runner(conn, self.dialect()), self.sql_tables(conn), tables)
+
+    def pushes_down(self) -> bool:
+        """Whether scoring should roll usage up in this database (setting `pushdown`)."""
+        from health.pushdown import DIALECTS
+
+        mode = self.settings.pushdown
+        if mode == "off":
+            return False
+        if mode == "on":
+            self._check_pushdown()
+            return True
+        return self.dialect() in DIALECTS
 
     def _check_pushdown(self) -> None:
         from health.pushdown import DIALECTS, PushdownError

@@ -306,3 +306,29 @@ def test_pushdown_refused_clearly_for_a_dialect_it_does_not_render(tmp_path, mon
     src = source()
     with src.engine().connect() as conn, pytest.raises(PushdownError, match="sqlite database"):
         src.rollup_provider(conn)
+
+
+def test_score_command_pushes_usage_down_and_gets_the_same_scores(tmp_path, duck_file, monkeypatch):
+    """`python -m health score` on a SQL source rolls usage up in the database
+    (`pushdown: auto`) — and scores exactly as with `pushdown: off`."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "config").mkdir()
+    outs = {}
+    for mode in ("auto", "off"):
+        cfg = tmp_path / "config" / f"sources-{mode}.yaml"
+        cfg.write_text(f"active: wh\nsources:\n  wh:\n    kind: sql\n    url_env: CHI_WH_URL\n    pushdown: {mode}\n")
+        out = tmp_path / f"scores-{mode}.parquet"
+        done = subprocess.run(
+            [sys.executable, "-m", "health", "score", "--config", str(cfg), "--history", "8", "--out", str(out)],
+            cwd=root, env={**__import__("os").environ, "CHI_WH_URL": f"duckdb:///{duck_file}"},
+            capture_output=True, text=True, timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+        assert ("rolled up in the database" in done.stderr) == (mode == "auto")
+        outs[mode] = pl.read_parquet(out).sort("account_id", "as_of")
+    from polars.testing import assert_frame_equal
+
+    assert_frame_equal(outs["auto"], outs["off"], check_exact=False, rel_tol=1e-9, abs_tol=1e-9)
