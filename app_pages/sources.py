@@ -74,7 +74,8 @@ for r in fresh.iter_rows(named=True):
         "State": state,
         "Note": r["note"],
     })
-st.dataframe(pl.DataFrame(rows), hide_index=True, width="stretch")
+st.dataframe(pl.DataFrame(rows), hide_index=True, width="stretch",
+             column_config={"Latest record": st.column_config.DateColumn(format="YYYY-MM-DD")})
 st.caption(
     f"Source `{book.source_name}` ({book.source_text}) loaded {loaded_at:%d %b %Y %H:%M} UTC. "
     "Stale: the latest record is older than the expected latency — set it per table with "
@@ -94,7 +95,9 @@ got = st.file_uploader("CSV, Excel (.xlsx) or Parquet", type=["csv", "tsv", "txt
 if got is not None:
     current = st.session_state.get(FILE_KEY)
     if not current or current.get("name") != got.name or current.get("size") != got.size:
-        st.session_state[FILE_KEY] = {"name": got.name, "data": got.getvalue(), "size": got.size}
+        st.session_state[FILE_KEY] = {"name": got.name, "data": got.getvalue(), "size": got.size, "widget": True}
+elif (st.session_state.get(FILE_KEY) or {}).get("widget"):  # the user took the file out of the uploader
+    st.session_state.pop(FILE_KEY, None)
 
 staged_file = st.session_state.get(FILE_KEY)
 if staged_file:
@@ -142,9 +145,23 @@ if staged_file:
     else:
         decimal = None
 
+    same_table = [u for u in accepted if u.table == table]
+    replace_options = [None, *[u.id for u in same_table]]
+    if st.session_state.get("up_replaces") not in replace_options:
+        st.session_state["up_replaces"] = None
+    names = {u.id: f"replace {u.filename} ({u.id})" for u in same_table}
+    replaces = st.selectbox("Replaces", replace_options, key="up_replaces",
+                            format_func=lambda v: "nothing: add to the table" if v is None else names.get(v, v))
+    existing = book.tables.get(table)
+    if replaces is not None and existing is not None and spec.key:
+        old = next(u for u in same_table if u.id == replaces)
+        try:  # the rows being replaced do not count as already loaded
+            existing = existing.join(pl.read_parquet(old.parquet).select(spec.key), on=list(spec.key), how="anti")
+        except Exception:  # noqa: BLE001 - a damaged old upload: check against everything
+            pass
     staged = (
         up.stage(payload, name, table, mapping, date_formats=date_formats, decimal=decimal,
-                 accounts=book.tables.get("accounts"), reader=read_any)
+                 accounts=book.tables.get("accounts"), existing=existing, reader=read_any)
         if probe.file_columns else probe
     )
 
@@ -171,13 +188,6 @@ if staged_file:
         st.markdown("Rows that will be added:")
         st.dataframe(staged.valid.head(50), hide_index=True)
 
-    same_table = [u for u in accepted if u.table == table]
-    replace_options = [None, *[u.id for u in same_table]]
-    if st.session_state.get("up_replaces") not in replace_options:
-        st.session_state["up_replaces"] = None
-    names = {u.id: f"replace {u.filename} ({u.id})" for u in same_table}
-    replaces = st.selectbox("Replaces", replace_options, key="up_replaces",
-                            format_func=lambda v: "nothing: add to the table" if v is None else names.get(v, v))
     b1, b2 = st.columns(2)
     accept_label = f"Accept {staged.rows_valid:,} row(s)" + (f", leave {staged.rows_rejected:,} out" if staged.rows_rejected else "")
     if b1.button(accept_label, key="up_accept", type="primary", disabled=not staged.can_accept):

@@ -177,6 +177,7 @@ def stage(
     date_formats: dict[str, str] | None = None,
     decimal: str | None = None,
     accounts: pl.DataFrame | None = None,
+    existing: pl.DataFrame | None = None,
     reader: Reader,
     delimiter: str | None = None,
     encoding: str | None = None,
@@ -184,7 +185,9 @@ def stage(
 ) -> Staged:
     """Read `data` (the bytes of `filename`) as `table`, map and validate it. Never raises for
     bad input: every problem (unreadable file, unknown column, bad values, unknown accounts)
-    is in `Staged.problems`, naming the file, the column and the lines."""
+    is in `Staged.problems`, naming the file, the column and the lines. `existing`: the
+    table's rows already loaded; uploaded rows with a key among them are rejected here, as
+    `merge` would."""
     mapping = {k: v for k, v in (mapping or {}).items() if k and v}
     date_formats = {k: v for k, v in (date_formats or {}).items() if k and v}
     staged = Staged(table, filename, dict(mapping), dict(date_formats), decimal)
@@ -235,7 +238,62 @@ def stage(
     staged.rejected = result.rejected.get(table)
     if staged.valid is None:  # the table as a whole failed (missing required columns)
         staged.rejected = None
+    elif existing is not None and spec.key and all(k in existing.columns for k in spec.key):
+        _reject_known_keys(staged, existing)
     return staged
+
+
+def _reject_known_keys(staged: Staged, existing: pl.DataFrame) -> None:
+    spec = TABLES[staged.table]
+    key = list(spec.key)
+    assert staged.valid is not None
+    try:
+        known = _key_frame(existing, spec.key).with_columns(pl.lit(True).alias("__dup"))
+        marked = staged.valid.join(known, on=key, how="left", nulls_equal=True)
+    except pl.exceptions.PolarsError:
+        return
+    is_dup = pl.col("__dup").fill_null(False)
+    dups = marked.filter(is_dup).drop("__dup")
+    if not dups.height:
+        return
+    staged.valid = marked.filter(~is_dup).drop("__dup")
+    reason = pl.lit(f"{'/'.join(key)} already in {staged.table}").alias(REASON)
+    rej = _raw_rows_of(staged.mapped, dups, key)
+    if rej is None:  # keys that cannot be matched to the file's text (dates): the rows as parsed
+        rej = dups.select(pl.all().cast(pl.String))
+    rej = rej.with_columns(reason)
+    where = f" ({_lines_text(rej)})" if LINE in rej.columns and rej.height else ""
+    keys = ", ".join(repr(r[0]) if len(r) == 1 else repr(r) for r in dups.select(key).head(5).rows())
+    staged.problems.append(Problem(
+        staged.table, ",".join(key), "duplicate_id",
+        f"{staged.filename}: {dups.height} row(s) have a {'/'.join(key)} already in {staged.table}{where}: "
+        f"{keys}. They were left out (the rows already loaded are kept). Remove them from the file, or "
+        f"replace the earlier upload that has them.",
+        count=dups.height, examples=rej.head(3).to_dicts(),
+    ))
+    if staged.rejected is None or not staged.rejected.height:
+        staged.rejected = rej
+    else:
+        both = pl.concat([f.select(pl.all().cast(pl.String)) for f in (staged.rejected, rej)], how="diagonal_relaxed")
+        staged.rejected = both.with_columns(pl.col(LINE).cast(pl.Int64, strict=False)) if LINE in both.columns else both
+
+
+def _raw_rows_of(raw: pl.DataFrame | None, dups: pl.DataFrame, key: list[str]) -> pl.DataFrame | None:
+    """The file's rows (as read, with `_line`) whose key is in `dups`, when the key columns are
+    text in both (ids); None otherwise."""
+    if raw is None or not all(k in raw.columns for k in key):
+        return None
+    if not all(raw.schema[k] == pl.String and dups.schema[k] == pl.String for k in key):
+        return None
+    probe = raw.with_columns([pl.col(k).str.strip_chars().alias(f"__k_{k}") for k in key])
+    wanted = dups.select([pl.col(k).alias(f"__k_{k}") for k in key]).unique()
+    hit = probe.join(wanted, on=[f"__k_{k}" for k in key], how="semi")
+    return hit.drop([f"__k_{k}" for k in key])
+
+
+def _lines_text(df: pl.DataFrame) -> str:
+    lines = df[LINE].head(5).to_list()
+    return ("line " if len(lines) == 1 else "lines ") + ", ".join(map(str, lines)) + ("…" if df.height > 5 else "")
 
 
 def guess_mapping(file_columns: list[str], table: str) -> dict[str, str]:

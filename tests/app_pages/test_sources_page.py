@@ -158,3 +158,17 @@ def test_expected_latency_from_the_sources_file(tmp_path, monkeypatch):
     grid = at.dataframe[0].value
     assert grid[grid["Table"] == "Product usage (usage)"].iloc[0]["Expected latency"] == "1 d"
     assert "Product usage 1 d" in "\n".join(c.value for c in at.sidebar.caption)
+
+
+def test_the_preview_flags_rows_already_in_the_book_unless_they_are_being_replaced(_uploads):
+    csv = b"touchpoint_id,account_id,at,kind\nEX-9,ACC-00003,2026-11-20,exec_call\n"
+    at = _staged_page(csv, "first.csv")
+    at.button(key="up_accept").click().run()
+    at.session_state["up_file"] = {"name": "again.csv", "data": csv, "size": len(csv)}
+    at.run()
+    assert any("again.csv: 1 row(s) have a touchpoint_id already in touchpoints (line 2): 'EX-9'" in e.value for e in at.error)
+    assert at.button(key="up_accept").disabled
+    first = U.list_uploads(_uploads)[0]
+    at.selectbox(key="up_replaces").select(first.id).run()
+    assert not any("already in" in e.value for e in at.error)
+    assert not at.button(key="up_accept").disabled

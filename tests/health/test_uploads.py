@@ -175,3 +175,18 @@ def test_an_excel_file_without_fastexcel_says_what_to_install():
     st = _stage(b"PK\x03\x04", filename="exec touchpoints.xlsx")
     assert st.errors[0].kind == "unreadable_file"
     assert "exec touchpoints.xlsx" in st.errors[0].message and "save the sheet as CSV" in st.errors[0].message
+
+
+def test_stage_rejects_keys_already_loaded_in_the_preview():
+    st = U.stage(b"touchpoint_id,account_id,at,kind\nT1,A1,2026-11-02,call\nN1,NOPE,2026-11-02,call\nN2,A2,2026-11-03,qbr\n",
+                 "t.csv", "touchpoints", {}, accounts=ACCOUNTS, existing=TOUCH, reader=read_any)
+    assert st.valid["touchpoint_id"].to_list() == ["N2"]
+    dup = next(p for p in st.errors if p.kind == "duplicate_id")
+    assert "t.csv" in dup.message and "(line 2): 'T1'" in dup.message
+    assert dict(zip(st.rejected["_line"], st.rejected["_reason"])) == {
+        2: "touchpoint_id already in touchpoints", 3: "account_id: 'NOPE' is not in accounts",
+    }
+    usage = pl.DataFrame({"account_id": ["A1"], "date": [D(2026, 11, 1)], "metric": ["logins"], "value": [3.0]})
+    st = U.stage(b"account_id,date,metric,value\nA1,01/11/2026,logins,4\n", "u.csv", "usage", {},
+                 date_formats={"date": "%d/%m/%Y"}, accounts=ACCOUNTS, existing=usage, reader=read_any)
+    assert st.rows_valid == 0 and st.rows_rejected == 1 and st.errors[0].kind == "duplicate_id"
