@@ -92,12 +92,17 @@ st.caption(
     + (f"; optional: {', '.join(spec.optional_columns)}" if spec.optional_columns else "") + "."
 )
 got = st.file_uploader("CSV, Excel (.xlsx) or Parquet", type=["csv", "tsv", "txt", "xlsx", "parquet", "pq"], key="up_widget")
-if got is not None:
+if got is not None and st.session_state.get("up_done") == (got.name, got.size):
+    pass  # just accepted: still in the uploader, but not a new file to stage
+elif got is not None:
+    st.session_state.pop("up_done", None)
     current = st.session_state.get(FILE_KEY)
     if not current or current.get("name") != got.name or current.get("size") != got.size:
         st.session_state[FILE_KEY] = {"name": got.name, "data": got.getvalue(), "size": got.size, "widget": True}
-elif (st.session_state.get(FILE_KEY) or {}).get("widget"):  # the user took the file out of the uploader
-    st.session_state.pop(FILE_KEY, None)
+else:
+    st.session_state.pop("up_done", None)
+    if (st.session_state.get(FILE_KEY) or {}).get("widget"):  # the user took the file out of the uploader
+        st.session_state.pop(FILE_KEY, None)
 
 staged_file = st.session_state.get(FILE_KEY)
 if staged_file:
@@ -197,7 +202,9 @@ if staged_file:
         except up.UploadError as exc:
             st.error(str(exc))
         else:
-            st.session_state.pop(FILE_KEY, None)
+            done = st.session_state.pop(FILE_KEY, None) or {}
+            if done.get("widget"):
+                st.session_state["up_done"] = (done.get("name"), done.get("size"))
             st.session_state.pop("up_replaces", None)
             st.session_state["up_flash"] = (
                 "success",
@@ -206,7 +213,9 @@ if staged_file:
             )
             st.rerun()
     if b2.button("Discard this file", key="up_discard"):
-        st.session_state.pop(FILE_KEY, None)
+        done = st.session_state.pop(FILE_KEY, None) or {}
+        if done.get("widget"):  # still in the uploader: do not stage it again
+            st.session_state["up_done"] = (done.get("name"), done.get("size"))
         st.rerun()
     if not staged.can_accept:
         st.caption("Nothing can be accepted yet: fix the mapping above (or the file) until some rows pass.")
