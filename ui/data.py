@@ -73,9 +73,15 @@ def _source(config_file: str, mtime_ns: int, env_source: str | None) -> Source:
     return build_active_source(Path(config_file))
 
 
+def _pushes_down(source: Source) -> bool:
+    """A SQL source that rolls usage up in the database (`pushdown:` in sources.yaml)."""
+    return bool(getattr(source, "pushes_down", None) and source.pushes_down())  # type: ignore[attr-defined]
+
+
 @st.cache_resource(ttl=TTL, show_spinner="Loading the data…")
 def _load(_source: Source, source_key: str) -> LoadResult:
-    return _source.load()
+    # Pushing down: usage stays in the database; its roll-ups come back when scoring.
+    return _source.load(skip=("usage",)) if _pushes_down(_source) else _source.load()  # type: ignore[call-arg]
 
 
 @st.cache_resource(show_spinner=False)
@@ -85,7 +91,12 @@ def _model(path: str, mtime_ns: int) -> LoadedModel:
 
 @st.cache_resource(ttl=TTL, show_spinner="Scoring 52 weeks of history…")
 def _history(_tables: dict[str, pl.DataFrame], _model: Any, source_key: str, model_hash: str, as_of: dt.date, weeks: int) -> pl.DataFrame:
-    return score_history(_tables, _model, as_of, weeks=weeks)
+    source = get_source()
+    if not _pushes_down(source):
+        return score_history(_tables, _model, as_of, weeks=weeks)
+    with source.engine().connect() as conn:  # type: ignore[attr-defined]
+        provider = source.rollup_provider(conn, tables=("usage",))  # type: ignore[attr-defined]
+        return score_history(_tables, _model, as_of, weeks=weeks, rollup_provider=provider)
 
 
 @st.cache_resource(ttl=TTL, show_spinner=False)
