@@ -56,8 +56,10 @@ accepted = up.list_uploads(folder)
 # ---- Freshness per table -----------------------------------------------------------------
 st.subheader("Tables")
 uploaded_rows: dict[str, int] = {}
+last_upload: dict[str, str] = {}
 for u in accepted:
     uploaded_rows[u.table] = uploaded_rows.get(u.table, 0) + int(u.manifest.get("rows_accepted") or 0)
+    last_upload[u.table] = max(last_upload.get(u.table, ""), str(u.manifest.get("uploaded_at", ""))[:16].replace("T", " "))
 fresh = book.freshness
 loaded_at = book.result.loaded_at
 rows = []
@@ -71,6 +73,8 @@ for r in fresh.iter_rows(named=True):
         "Latest record": r["latest"],
         "Age (days)": r["age_days"],
         "Expected latency": f"{limit} d" if limit is not None else "none",
+        "Loaded (UTC)": f"{loaded_at:%Y-%m-%d %H:%M}",
+        "Last upload (UTC)": last_upload.get(r["table"], ""),
         "State": state,
         "Note": r["note"],
     })
@@ -162,7 +166,7 @@ if staged_file:
         old = next(u for u in same_table if u.id == replaces)
         try:  # the rows being replaced do not count as already loaded
             existing = existing.join(pl.read_parquet(old.parquet).select(spec.key), on=list(spec.key), how="anti")
-        except Exception:  # noqa: BLE001 - a damaged old upload: check against everything
+        except Exception:  # noqa: BLE001, S110 - a damaged old upload: check against everything
             pass
     staged = (
         up.stage(payload, name, table, mapping, date_formats=date_formats, decimal=decimal,

@@ -24,9 +24,9 @@ import hashlib
 import json
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import polars as pl
@@ -36,7 +36,17 @@ from health.loading import LoadResult, Problem
 from health.schema import ACCOUNT_KEY, TABLES
 
 __all__ = [
-    "Staged", "Upload", "stage", "apply_mapping", "guess_mapping", "accept", "list_uploads", "remove", "merge", "fingerprint", "UploadError",
+    "Staged",
+    "Upload",
+    "UploadError",
+    "accept",
+    "apply_mapping",
+    "fingerprint",
+    "guess_mapping",
+    "list_uploads",
+    "merge",
+    "remove",
+    "stage",
 ]
 
 LINE = "_line"
@@ -123,7 +133,7 @@ def _read(data: bytes, filename: str, reader: Reader, *, delimiter: str | None, 
         path.write_bytes(data)
         try:
             out = reader(path, delimiter=delimiter, encoding=encoding, sheet=sheet)
-        except Exception as exc:  # the reader's ReadError: name the user's file, not the temp path
+        except Exception as exc:  # noqa: BLE001 - the reader's ReadError: name the user's file, not the temp path
             msg = str(exc).replace(str(path), filename).replace(f" for this table in {CONFIG_FILE}", "")
             raise ValueError(msg.replace(f" in {CONFIG_FILE}", "")) from None
     return out.frame, list(out.notes)
@@ -330,7 +340,7 @@ def accept(staged: Staged, who: str | None, folder: str | Path, *, replaces: str
     if replaces is not None and not (tdir / f"{replaces}.json").exists():
         raise UploadError(f"There is no {staged.table} upload {replaces!r} to replace (it may have been removed).")
     tdir.mkdir(parents=True, exist_ok=True)
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     uid = f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     pq = tdir / f"{uid}.parquet"
     assert staged.valid is not None
@@ -419,7 +429,7 @@ def merge(result: LoadResult, uploads: list[Upload]) -> LoadResult:
             continue
         try:
             rows = pl.read_parquet(up.parquet)
-        except Exception as exc:  # a damaged file must not break the book
+        except Exception as exc:  # noqa: BLE001 - a damaged file must not break the book
             problems.append(Problem(up.table, None, "unreadable_file",
                                     f"The {label} cannot be read ({str(exc).splitlines()[0]}); remove it and upload it again."))
             continue

@@ -10,17 +10,17 @@ import pytest
 
 from health import uploads as U
 from health.freshness import parse_latency
-from sources.config import expected_latency
 from sources.base import SourceConfigError
-from tests.app_pages.conftest import ROOT, open_page, texts
+from sources.config import expected_latency
+from tests.app_pages.conftest import open_page, texts
 
 PAGE = "app_pages/sources.py"
 EXEC_CSV = (
-    "Touch ID,Customer,When,Type\n"
-    "EX-1,ACC-00001,03/11/2026,exec_call\n"
-    "EX-2,NOPE-9,04/11/2026,exec_call\n"
-    "EX-3,ACC-00002,31/13/2026,exec_call\n"
-).encode()
+    b"Touch ID,Customer,When,Type\n"
+    b"EX-1,ACC-00001,03/11/2026,exec_call\n"
+    b"EX-2,NOPE-9,04/11/2026,exec_call\n"
+    b"EX-3,ACC-00002,31/13/2026,exec_call\n"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -97,7 +97,9 @@ def test_accept_stores_the_upload_and_the_book_includes_it(_uploads):
     assert any("Stored 1 touchpoints row(s) from exec.csv" in s.value for s in at.success)
     assert "up_file" not in at.session_state
     grid = at.dataframe[0].value
-    assert grid[grid["Table"] == "Meetings & calls (touchpoints)"].iloc[0]["Of which uploaded"] == 1
+    touch = grid[grid["Table"] == "Meetings & calls (touchpoints)"].iloc[0]
+    assert touch["Of which uploaded"] == 1 and touch["Last upload (UTC)"].startswith("20")
+    assert touch["Loaded (UTC)"].startswith("20")
     assert "exec.csv" in texts(at)
 
     from ui.data import Book, load_book

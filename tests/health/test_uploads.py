@@ -30,11 +30,11 @@ TOUCH = pl.DataFrame(
 )
 MAPPING = {"Touch ID": "touchpoint_id", "Customer": "account_id", "When": "at", "Type": "kind"}
 EXEC_CSV = (
-    "Touch ID,Customer,When,Type,Notes\n"
-    "EX-1,A1,03/11/2026,exec_call,hello\n"
-    "EX-2,NOPE,04/11/2026,exec_call,x\n"
-    "EX-3,A2,31/13/2026,exec_call,bad date\n"
-).encode()
+    b"Touch ID,Customer,When,Type,Notes\n"
+    b"EX-1,A1,03/11/2026,exec_call,hello\n"
+    b"EX-2,NOPE,04/11/2026,exec_call,x\n"
+    b"EX-3,A2,31/13/2026,exec_call,bad date\n"
+)
 
 
 def _stage(data: bytes = EXEC_CSV, filename: str = "exec.csv", mapping=MAPPING, **kw) -> U.Staged:
@@ -95,7 +95,7 @@ def test_guess_mapping_suggests_close_names():
 
 
 def test_accept_stores_parquet_and_manifest_and_survives_a_new_listing(tmp_path):
-    up = U.accept(_stage(), "maya@example.com", tmp_path, now=dt.datetime(2026, 12, 1, 9, tzinfo=dt.timezone.utc))
+    up = U.accept(_stage(), "maya@example.com", tmp_path, now=dt.datetime(2026, 12, 1, 9, tzinfo=dt.UTC))
     manifest = json.loads((tmp_path / "touchpoints" / f"{up.id}.json").read_text())
     assert manifest["uploaded_by"] == "maya@example.com"
     assert manifest["original_file"] == "exec.csv" and manifest["mapping"] == MAPPING
