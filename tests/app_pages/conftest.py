@@ -27,13 +27,15 @@ def sample_book() -> Path:
 @pytest.fixture(autouse=True)
 def _default_env(monkeypatch, tmp_path):
     """Every test starts from the repo's own config, with nobody signed in, and its own
-    empty state db (actions, approvals, model versions) — never the repo's data/state.db."""
+    empty state db (actions, approvals, model versions) and uploads folder — never the
+    repo's data/."""
     for var in ("CHI_SOURCES_FILE", "CHI_SOURCE", "CHI_MODEL", "CHI_USER"):
         monkeypatch.delenv(var, raising=False)
     for var in ("SALESFORCE_USERNAME", "SALESFORCE_PASSWORD", "SALESFORCE_SECURITY_TOKEN", "SALESFORCE_SESSION_ID",
                 "SALESFORCE_INSTANCE_URL", "SALESFORCE_DOMAIN"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("CHI_STATE_DB", str(tmp_path / "state.db"))
+    monkeypatch.setenv("CHI_UPLOADS_DIR", str(tmp_path / "uploads"))  # never the repo's data/uploads
 
 
 @pytest.fixture

@@ -167,11 +167,22 @@ def test_uploaded_accounts_are_merged_first_so_their_rows_count(tmp_path):
     assert "X1" in merged.tables["touchpoints"]["touchpoint_id"].to_list()
 
 
-def test_an_excel_file_without_fastexcel_says_what_to_install():
+def test_an_excel_sheet_is_read_like_the_csv():
+    """The exec-touchpoint spreadsheet as .xlsx: the same rows pass and fail as from CSV."""
+    sheet = pl.read_csv(io.BytesIO(EXEC_CSV), infer_schema=False)
+    buf = io.BytesIO()
+    sheet.write_excel(buf)
+    st = _stage(buf.getvalue(), filename="exec touchpoints.xlsx")
+    assert (st.rows_read, st.rows_valid, st.rows_rejected) == (3, 1, 2)
+    assert st.valid["touchpoint_id"].to_list() == ["EX-1"] and st.valid["at"][0] == D(2026, 11, 3)
+    assert sorted(st.rejected["_line"].to_list()) == [3, 4]
+
+
+def test_an_excel_file_without_fastexcel_says_what_to_install(monkeypatch):
     import importlib.util
 
-    if importlib.util.find_spec("fastexcel") is not None:
-        pytest.skip("fastexcel is installed: .xlsx files are read")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fastexcel" else real(name, *a))
     st = _stage(b"PK\x03\x04", filename="exec touchpoints.xlsx")
     assert st.errors[0].kind == "unreadable_file"
     assert "exec touchpoints.xlsx" in st.errors[0].message and "save the sheet as CSV" in st.errors[0].message
