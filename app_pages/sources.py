@@ -23,8 +23,8 @@ from ui.fmt import TABLE_LABELS
 
 KEEP = "(keep as an extra column)"
 FILE_KEY = "up_file"
-"""Session state: the file being staged, {"name": ..., "data": bytes} (st.file_uploader
-fills it; a test can seed it)."""
+# Session state: the file being staged, {"name": ..., "data": bytes} (st.file_uploader
+# fills it; a test can seed it). A comment, not a string: Streamlit would print a string.
 
 
 def label(table: str) -> str:
