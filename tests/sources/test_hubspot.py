@@ -17,9 +17,6 @@ import pytest
 
 from health.actions import ActionStore, Backoff, action_key, crm_task, sync
 from health.crm import CrmAuthError, CrmTask
-from health.model_loader import load_model
-from health.playbooks import load_playbooks
-from health.roles import load_roles
 from sources.hubspot import HubSpotConfig, HubSpotSink
 from sources.writeback import build_sink, parse_crm_config
 from tests.sources.hubspot_stub import HubSpotStub
@@ -30,38 +27,11 @@ COMPANY = "9876543210"
 CARLOS_OWNER = "55501"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = dt.datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.t
-
-    def advance(self, **kw: float) -> None:
-        self.t += dt.timedelta(**kw)
-
-
-@pytest.fixture(scope="module")
-def roles():
-    return load_roles(ROOT / "config" / "roles.yaml")
-
-
-@pytest.fixture(scope="module")
-def playbooks(roles):
-    model = load_model(ROOT / "weights.yaml").model
-    return load_playbooks(ROOT / "config" / "playbooks.yaml", model, roles=list(roles.spec.roles))
-
-
 @pytest.fixture
 def stub(tmp_path):
     s = HubSpotStub(tmp_path, companies={COMPANY}, owners={"carlos.mendes@example.com": CARLOS_OWNER}).start()
     yield s
     s.stop()
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture

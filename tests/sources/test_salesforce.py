@@ -17,9 +17,6 @@ import requests
 
 from health.actions import ActionStore, Backoff, action_key, sync
 from health.crm import CrmAuthError, CrmFieldError, CrmMissingAccount, CrmTask
-from health.model_loader import load_model
-from health.playbooks import load_playbooks
-from health.roles import load_roles
 from sources.salesforce import Idempotency, SalesforceConfig, SalesforceSink, http_session
 from sources.writeback import build_sink, parse_crm_config
 from tests.sources.sf_stub import SalesforceStub
@@ -28,28 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
 UTC = dt.timezone.utc
 ACCOUNT_ID = "001000000000001AAA"
 CARLOS_ID = "005000000000001AAA"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = dt.datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.t
-
-    def advance(self, **kw: float) -> None:
-        self.t += dt.timedelta(**kw)
-
-
-@pytest.fixture(scope="module")
-def roles():
-    return load_roles(ROOT / "config" / "roles.yaml")
-
-
-@pytest.fixture(scope="module")
-def playbooks(roles):
-    model = load_model(ROOT / "weights.yaml").model
-    return load_playbooks(ROOT / "config" / "playbooks.yaml", model, roles=list(roles.spec.roles))
 
 
 @pytest.fixture
@@ -62,11 +37,6 @@ def stub(tmp_path):
     ).start()
     yield s
     s.stop()
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture

@@ -16,9 +16,6 @@ import pytest
 
 from health.actions import ActionStore, Backoff, action_key, crm_task, sync
 from health.crm import CrmAuthError, CrmTask
-from health.model_loader import load_model
-from health.playbooks import load_playbooks
-from health.roles import load_roles
 from sources.salesforce import http_session
 from sources.servicenow import ServiceNowConfig, ServiceNowSink
 from sources.writeback import build_sink, parse_crm_config
@@ -30,39 +27,12 @@ ACCOUNT_SYS_ID = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
 CARLOS_SYS_ID = "0123456789abcdef0123456789abcdef"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = dt.datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> dt.datetime:
-        return self.t
-
-    def advance(self, **kw: float) -> None:
-        self.t += dt.timedelta(**kw)
-
-
-@pytest.fixture(scope="module")
-def roles():
-    return load_roles(ROOT / "config" / "roles.yaml")
-
-
-@pytest.fixture(scope="module")
-def playbooks(roles):
-    model = load_model(ROOT / "weights.yaml").model
-    return load_playbooks(ROOT / "config" / "playbooks.yaml", model, roles=list(roles.spec.roles))
-
-
 @pytest.fixture
 def stub(tmp_path):
     s = ServiceNowStub(tmp_path, accounts={ACCOUNT_SYS_ID}, users={"carlos.mendes@example.com": CARLOS_SYS_ID},
                        token="oauth-TOKEN-stub").start()
     yield s
     s.stop()
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture

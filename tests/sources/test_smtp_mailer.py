@@ -16,9 +16,6 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from health.actions import ActionStore, Backoff, action_key, sync
 from health.crm import Mail, MailError, MemorySink
-from health.model_loader import load_model
-from health.playbooks import load_playbooks
-from health.roles import load_roles
 from sources.smtp_mailer import SmtpConfig, SmtpMailer
 from sources.writeback import build_mailer, parse_crm_config
 
@@ -71,17 +68,6 @@ def tls_smtp(tmp_path):
     ctl.start()
     yield ctl, inbox, cctx
     ctl.stop()
-
-
-@pytest.fixture(scope="module")
-def roles():
-    return load_roles(ROOT / "config" / "roles.yaml")
-
-
-@pytest.fixture(scope="module")
-def playbooks(roles):
-    return load_playbooks(ROOT / "config" / "playbooks.yaml", load_model(ROOT / "weights.yaml").model,
-                          roles=list(roles.spec.roles))
 
 
 ACCOUNT = {"account_id": "ACC-1", "name": "Acme", "owner": "Carlos Mendes", "crm_id": "001000000000001AAA"}
