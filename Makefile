@@ -32,6 +32,7 @@ test: install-dev
 bench: install-dev
 	$(PY) bench/score_bench.py
 	$(PY) bench/app_bench.py
+	$(PY) bench/pushdown_bench.py
 
 clean:
 	rm -rf $(VENV) data/sample .pytest_cache
