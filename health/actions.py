@@ -29,12 +29,10 @@ import hashlib
 import json
 import re
 import sqlite3
-import threading
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import polars as pl
 from pydantic import Field, ValidationError, field_validator
@@ -42,6 +40,7 @@ from pydantic import Field, ValidationError, field_validator
 from health.crm import ACTION_TYPES, CrmError, CrmSink, CrmTask, Mail, Mailer
 from health.model import Strict
 from health.roles import PermissionDenied, Roles, User, allowed, require
+from health.state_db import SqliteStore
 from health.yaml_config import EMAIL
 
 DEFAULT_PATH = Path("data/state.db")
@@ -417,7 +416,7 @@ def _clean(v: Any) -> str | None:
     return s or None
 
 
-class ActionStore:
+class ActionStore(SqliteStore):
     """The local store (SQLite, WAL). One instance per process is enough (it serialises
     its own calls); several processes (the app and `python -m health sync`) may share
     the file."""
@@ -429,39 +428,8 @@ class ActionStore:
         clock: Callable[[], dt.datetime] | None = None,
         backoff: Backoff | None = None,
     ):
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.clock = clock or (lambda: dt.datetime.now(UTC))
+        super().__init__(path, _SCHEMA, clock=clock)
         self.backoff = backoff or Backoff()
-        self._lock = threading.RLock()
-        self._con = sqlite3.connect(self.path, timeout=15, isolation_level=None, check_same_thread=False)
-        self._con.row_factory = sqlite3.Row
-        self._con.execute("PRAGMA busy_timeout = 15000")
-        if self.path != ":memory:":
-            self._con.execute("PRAGMA journal_mode = WAL")
-        self._con.execute("PRAGMA foreign_keys = ON")
-        self._con.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        with self._lock:
-            self._con.close()
-
-    def now(self) -> dt.datetime:
-        n = self.clock()
-        return n if n.tzinfo else n.replace(tzinfo=UTC)
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._con.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._con
-            except BaseException:
-                self._con.execute("ROLLBACK")
-                raise
-            else:
-                self._con.execute("COMMIT")
 
     def _event(self, con: sqlite3.Connection, action_id: int, event: str, actor: str | None, detail: str = "") -> None:
         con.execute(
@@ -599,7 +567,7 @@ class ActionStore:
         role = playbooks.approval_role(play, action_type)
         status = "needs_approval" if role else "pending"
         now = _iso(self.now())
-        with self._tx() as con:
+        with self.tx() as con:
             cur = con.execute(
                 """INSERT INTO actions (idempotency_key, account_id, account_name, account_owner,
                        account_owner_email, account_crm_id, play, play_title, action_type, created_by,
@@ -651,7 +619,7 @@ class ActionStore:
         if reason == "other" and not note:
             raise ActionError("say why in the note when the reason is 'other'")
         title = playbooks.play(play).title if play is not None else None
-        with self._tx() as con:
+        with self.tx() as con:
             con.execute(
                 """INSERT INTO decisions (idempotency_key, account_id, account_name, play, play_title,
                        decided_by, decided_at, reason, reason_label, note, evidence)
@@ -675,7 +643,7 @@ class ActionStore:
         return out
 
     def _decide(self, user: User, action_id: int, roles: Roles, decision: str, comment: str) -> Action:
-        with self._tx() as con:
+        with self.tx() as con:
             r = con.execute("SELECT * FROM actions WHERE id = ?", (action_id,)).fetchone()
             if r is None:
                 raise ActionError(f"no action with id {action_id}")
@@ -726,7 +694,7 @@ class ActionStore:
         require(user, "retry", a.account)
         if a.status not in ("failed", "pending"):
             raise ActionError(f"action {action_id} is {a.status}; only failed or pending actions can be retried")
-        with self._tx() as con:
+        with self.tx() as con:
             con.execute("UPDATE actions SET next_attempt_at = ? WHERE id = ?", (_iso(self.now()), action_id))
             self._event(con, action_id, "retry", user.email, "retry requested")
         return self.get(action_id)
@@ -750,7 +718,7 @@ class ActionStore:
                 return []
             where.append(f"id IN ({', '.join('?' * len(action_ids))})")
             args.extend(action_ids)
-        with self._tx() as con:
+        with self.tx() as con:
             rows = con.execute(
                 f"SELECT id FROM actions WHERE {' AND '.join(where)} ORDER BY created_at, id LIMIT ?", (*args, limit)
             ).fetchall()
@@ -766,13 +734,13 @@ class ActionStore:
         return [(_row_action(r), token) for r in claimed]
 
     def mark_mailed(self, action_id: int, token: str, mail_id: str) -> None:
-        with self._tx() as con:
+        with self.tx() as con:
             con.execute("UPDATE actions SET mail_id = ?, mailed_at = ? WHERE id = ? AND claim_token = ?",
                         (mail_id, _iso(self.now()), action_id, token))
             self._event(con, action_id, "mailed", None, mail_id)
 
     def mark_synced(self, action_id: int, token: str, crm_id: str, sink: str = "crm") -> None:
-        with self._tx() as con:
+        with self.tx() as con:
             con.execute(
                 """UPDATE actions SET status = 'synced', crm_id = ?, synced_at = ?, attempts = attempts + 1,
                        last_attempt_at = ?, last_error = NULL, error_kind = NULL, error_retryable = NULL,
@@ -783,7 +751,7 @@ class ActionStore:
             self._event(con, action_id, "synced", None, f"{sink} {crm_id}")
 
     def mark_failed(self, action_id: int, token: str, error: str, kind: str, retryable: bool) -> None:
-        with self._tx() as con:
+        with self.tx() as con:
             r = con.execute("SELECT attempts FROM actions WHERE id = ? AND claim_token = ?", (action_id, token)).fetchone()
             if r is None:
                 return

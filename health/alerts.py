@@ -39,11 +39,9 @@ import datetime as dt
 import hashlib
 import json
 import sqlite3
-import threading
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import polars as pl
 from pydantic import Field, ValidationError, model_validator
@@ -59,6 +57,7 @@ from health.notify import (
     alert_notice,
     digest_notice,
 )
+from health.state_db import SqliteStore
 from health.yaml_config import EMAIL, did_you_mean, parse_yaml, plain, read_text
 
 UTC = dt.timezone.utc
@@ -393,46 +392,16 @@ def _ts(v: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(v) if v else None
 
 
-class AlertStore:
+class AlertStore(SqliteStore):
     """Runs, score snapshots, alert hits, alerts and deliveries in the state database
     (shared with the action store; this class touches only its own tables)."""
 
     def __init__(self, path: str | Path, *, clock: Callable[[], dt.datetime] | None = None):
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.clock = clock or (lambda: dt.datetime.now(UTC))
-        self._lock = threading.RLock()
-        self._con = sqlite3.connect(self.path, timeout=15, isolation_level=None, check_same_thread=False)
-        self._con.row_factory = sqlite3.Row
-        self._con.execute("PRAGMA busy_timeout = 15000")
-        if self.path != ":memory:":
-            self._con.execute("PRAGMA journal_mode = WAL")
-        self._con.executescript(_SCHEMA)
+        super().__init__(path, _SCHEMA, clock=clock)
         cols = {r["name"] for r in self._con.execute("PRAGMA table_info(runs)")}
         for col, kind in (("last_code", "INTEGER"), ("last_report", "TEXT")):
             if col not in cols:
                 self._con.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
-
-    def close(self) -> None:
-        with self._lock:
-            self._con.close()
-
-    def now(self) -> dt.datetime:
-        n = self.clock()
-        return n if n.tzinfo else n.replace(tzinfo=UTC)
-
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._con.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._con
-            except BaseException:
-                self._con.execute("ROLLBACK")
-                raise
-            else:
-                self._con.execute("COMMIT")
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
